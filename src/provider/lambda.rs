@@ -1,0 +1,322 @@
+//! Lambda functions.
+//!
+//! Lambda accepts one mutation at a time: after each update slx waits until
+//! `State` leaves `Pending` and `LastUpdateStatus` leaves `InProgress`, and a
+//! `ResourceConflictException` (someone else's update) waits and retries.
+//! A freshly created role takes seconds to become assumable, so
+//! `CreateFunction` retries on "cannot be assumed".
+
+use super::{Desired, Listed, aws_error, config_of, error_code, tag_changes};
+use crate::resource::{AsyncConfig, FunctionConfig, Kind, Live, Outputs};
+use anyhow::{Context, Result, bail};
+use aws_sdk_lambda::Client;
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::{
+    Architecture, DeadLetterConfig, DestinationConfig, Environment, EphemeralStorage, FunctionCode, LastUpdateStatus,
+    OnFailure, Runtime, State,
+};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Fields applied with UpdateFunctionConfiguration.
+const CONFIG_FIELDS: &[&str] =
+    &["role", "handler", "runtime", "memory", "timeout", "ephemeral_storage", "description", "environment", "layers", "dead_letter_target"];
+
+/// How long to wait for a function to settle before giving up.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long to keep retrying a role that is not assumable yet.
+const ROLE_PROPAGATION_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub(super) fn update_calls(changed: &[String]) -> Vec<&'static str> {
+    let has = |f: &str| changed.iter().any(|c| c == f);
+    let mut calls = Vec::new();
+    if has("code_sha256") || has("architecture") {
+        calls.push("lambda:UpdateFunctionCode");
+    }
+    if CONFIG_FIELDS.iter().any(|f| has(f)) {
+        calls.push("lambda:UpdateFunctionConfiguration");
+    }
+    if has("reserved_concurrency") {
+        calls.push("lambda:PutFunctionConcurrency");
+    }
+    if has("async") {
+        calls.push("lambda:PutFunctionEventInvokeConfig");
+    }
+    if has("tags") {
+        calls.extend(["lambda:TagResource", "lambda:UntagResource"]);
+    }
+    calls
+}
+
+pub(super) async fn list(c: &Client, prefix: &str) -> Result<Vec<Listed>> {
+    let mut out = Vec::new();
+    let mut marker = None;
+    loop {
+        let page = c.list_functions().set_marker(marker).max_items(50).send().await.map_err(|e| aws_error("lambda:ListFunctions", &e))?;
+        for f in page.functions() {
+            let (Some(name), Some(arn)) = (f.function_name(), f.function_arn()) else { continue };
+            if name.starts_with(prefix) {
+                out.push(Listed { name: name.to_string(), id: arn.to_string(), extra: serde_json::Value::Null });
+            }
+        }
+        marker = page.next_marker().map(String::from);
+        if marker.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+pub(super) async fn read(c: &Client, name: &str) -> Result<Option<Live>> {
+    let out = match c.get_function().function_name(name).send().await {
+        Ok(o) => o,
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
+        Err(e) => return Err(aws_error("lambda:GetFunction", &e)),
+    };
+    let f = out.configuration().context("lambda:GetFunction returned no configuration")?;
+    let async_config = match c.get_function_event_invoke_config().function_name(name).send().await {
+        Ok(a) => Some(AsyncConfig {
+            max_retries: a.maximum_retry_attempts().unwrap_or(2) as u32,
+            max_event_age: a.maximum_event_age_in_seconds().unwrap_or(21_600) as u64,
+            on_failure: a.destination_config().and_then(|d| d.on_failure()).and_then(|o| o.destination()).map(String::from),
+        }),
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => None,
+        Err(e) => return Err(aws_error("lambda:GetFunctionEventInvokeConfig", &e)),
+    };
+    let config = FunctionConfig {
+        role: f.role().unwrap_or_default().to_string(),
+        handler: f.handler().unwrap_or_default().to_string(),
+        runtime: f.runtime().map(|r| r.as_str().to_string()).unwrap_or_default(),
+        code_sha256: f.code_sha256().unwrap_or_default().to_string(),
+        memory: f.memory_size().unwrap_or(128) as u32,
+        timeout: f.timeout().unwrap_or(3) as u64,
+        ephemeral_storage: f.ephemeral_storage().map_or(512, |e| e.size()) as u32,
+        architecture: f.architectures().first().map_or("x86_64", |a| a.as_str()).to_string(),
+        description: f.description().unwrap_or_default().to_string(),
+        environment: f.environment().and_then(|e| e.variables()).cloned().unwrap_or_default().into_iter().collect(),
+        layers: f.layers().iter().filter_map(|l| l.arn().map(String::from)).collect(),
+        dead_letter_target: f.dead_letter_config().and_then(|d| d.target_arn()).filter(|a| !a.is_empty()).map(String::from),
+        reserved_concurrency: out.concurrency().and_then(|c| c.reserved_concurrent_executions()).map(|n| n as u32),
+        async_config,
+        tags: out.tags().cloned().unwrap_or_default().into_iter().collect(),
+    };
+    Ok(Some(Live {
+        kind: Kind::Function,
+        name: name.to_string(),
+        config: serde_json::to_value(config)?,
+        outputs: Outputs::from([("arn".to_string(), f.function_arn().unwrap_or_default().to_string())]),
+        data: None,
+    }))
+}
+
+fn environment(f: &FunctionConfig) -> Environment {
+    Environment::builder().set_variables(Some(f.environment.clone().into_iter().collect())).build()
+}
+
+fn ephemeral(f: &FunctionConfig) -> EphemeralStorage {
+    EphemeralStorage::builder().size(f.ephemeral_storage as i32).build().expect("size set")
+}
+
+fn dead_letter(f: &FunctionConfig) -> DeadLetterConfig {
+    DeadLetterConfig::builder().target_arn(f.dead_letter_target.clone().unwrap_or_default()).build()
+}
+
+pub(super) async fn create(c: &Client, r: Desired<'_>) -> Result<Outputs> {
+    let f: FunctionConfig = config_of(&r)?;
+    let package = r.package.context("no deployment package")?;
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(500);
+    let out = loop {
+        let result = c
+            .create_function()
+            .function_name(r.name)
+            .role(&f.role)
+            .runtime(Runtime::from(f.runtime.as_str()))
+            .handler(&f.handler)
+            .code(FunctionCode::builder().zip_file(Blob::new(package.bytes.clone())).build())
+            .memory_size(f.memory as i32)
+            .timeout(f.timeout as i32)
+            .ephemeral_storage(ephemeral(&f))
+            .architectures(Architecture::from(f.architecture.as_str()))
+            .description(&f.description)
+            .environment(environment(&f))
+            .set_layers(Some(f.layers.clone()))
+            .set_dead_letter_config(f.dead_letter_target.as_ref().map(|_| dead_letter(&f)))
+            .set_tags(Some(f.tags.clone().into_iter().collect()))
+            .send()
+            .await;
+        match result {
+            Ok(o) => break o,
+            Err(e) if role_not_ready(&e) && started.elapsed() < ROLE_PROPAGATION_TIMEOUT => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(aws_error("lambda:CreateFunction", &e)),
+        }
+    };
+    let arn = out.function_arn().unwrap_or_default().to_string();
+    if out.state() != Some(&State::Active) {
+        wait_settled(c, r.name).await?;
+    }
+    if let Some(n) = f.reserved_concurrency {
+        put_concurrency(c, r.name, n).await?;
+    }
+    if let Some(a) = &f.async_config {
+        put_async(c, r.name, a).await?;
+    }
+    Ok(Outputs::from([("arn".to_string(), arn)]))
+}
+
+fn role_not_ready<E: aws_smithy_types::error::metadata::ProvideErrorMetadata, R>(
+    e: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> bool {
+    use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+    e.code() == Some("InvalidParameterValueException") && e.message().is_some_and(|m| m.contains("cannot be assumed"))
+}
+
+pub(super) async fn update(c: &Client, r: Desired<'_>, prior: &Live, changed: &[String]) -> Result<Outputs> {
+    let f: FunctionConfig = config_of(&r)?;
+    let has = |name: &str| changed.iter().any(|c| c == name);
+    let name = r.name;
+    if has("code_sha256") || has("architecture") {
+        let package = r.package.context("no deployment package")?;
+        let out = mutate(c, name, || {
+            c.update_function_code()
+                .function_name(name)
+                .zip_file(Blob::new(package.bytes.clone()))
+                .architectures(Architecture::from(f.architecture.as_str()))
+                .send()
+        })
+        .await
+        .map_err(|e| aws_error("lambda:UpdateFunctionCode", &e))?;
+        if out.last_update_status() != Some(&LastUpdateStatus::Successful) {
+            wait_settled(c, name).await?;
+        }
+    }
+    if CONFIG_FIELDS.iter().any(|field| has(field)) {
+        let out = mutate(c, name, || {
+            c.update_function_configuration()
+                .function_name(name)
+                .role(&f.role)
+                .handler(&f.handler)
+                .runtime(Runtime::from(f.runtime.as_str()))
+                .memory_size(f.memory as i32)
+                .timeout(f.timeout as i32)
+                .ephemeral_storage(ephemeral(&f))
+                .description(&f.description)
+                .environment(environment(&f))
+                .set_layers(Some(f.layers.clone()))
+                .dead_letter_config(dead_letter(&f))
+                .send()
+        })
+        .await
+        .map_err(|e| aws_error("lambda:UpdateFunctionConfiguration", &e))?;
+        if out.last_update_status() != Some(&LastUpdateStatus::Successful) {
+            wait_settled(c, name).await?;
+        }
+    }
+    if has("reserved_concurrency") {
+        match f.reserved_concurrency {
+            Some(n) => put_concurrency(c, name, n).await?,
+            None => {
+                c.delete_function_concurrency().function_name(name).send().await.map_err(|e| aws_error("lambda:DeleteFunctionConcurrency", &e))?;
+            }
+        }
+    }
+    if has("async") {
+        match &f.async_config {
+            Some(a) => put_async(c, name, a).await?,
+            None => {
+                c.delete_function_event_invoke_config()
+                    .function_name(name)
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("lambda:DeleteFunctionEventInvokeConfig", &e))?;
+            }
+        }
+    }
+    if has("tags") {
+        let arn = prior.outputs.get("arn").cloned().unwrap_or_default();
+        let (add, remove) = tag_changes(&f.tags, &prior.tags());
+        if !add.is_empty() {
+            c.tag_resource().resource(&arn).set_tags(Some(add.into_iter().collect())).send().await.map_err(|e| aws_error("lambda:TagResource", &e))?;
+        }
+        if !remove.is_empty() {
+            c.untag_resource().resource(&arn).set_tag_keys(Some(remove)).send().await.map_err(|e| aws_error("lambda:UntagResource", &e))?;
+        }
+    }
+    Ok(prior.outputs.clone())
+}
+
+/// Runs a mutation; on ResourceConflictException waits for the function to settle and retries.
+async fn mutate<T, E, R, F, Fut>(c: &Client, name: &str, call: F) -> Result<T, aws_smithy_runtime_api::client::result::SdkError<E, R>>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, aws_smithy_runtime_api::client::result::SdkError<E, R>>>,
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
+{
+    let mut attempts = 0;
+    loop {
+        match call().await {
+            Err(e) if error_code(&e) == Some("ResourceConflictException") && attempts < 10 => {
+                attempts += 1;
+                if wait_settled(c, name).await.is_err() {
+                    return Err(e);
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Polls until the function can take its next mutation.
+async fn wait_settled(c: &Client, name: &str) -> Result<()> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let f = c.get_function_configuration().function_name(name).send().await.map_err(|e| aws_error("lambda:GetFunctionConfiguration", &e))?;
+        match (f.state(), f.last_update_status()) {
+            (Some(State::Failed), _) => bail!("function {name} failed: {}", f.state_reason().unwrap_or("no reason given")),
+            (_, Some(LastUpdateStatus::Failed)) => {
+                bail!("update of function {name} failed: {}", f.last_update_status_reason().unwrap_or("no reason given"))
+            }
+            (Some(State::Pending), _) | (_, Some(LastUpdateStatus::InProgress)) => {}
+            _ => return Ok(()),
+        }
+        if started.elapsed() > SETTLE_TIMEOUT {
+            bail!("function {name} did not finish updating within {} s", SETTLE_TIMEOUT.as_secs());
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 3 / 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn put_concurrency(c: &Client, name: &str, n: u32) -> Result<()> {
+    c.put_function_concurrency()
+        .function_name(name)
+        .reserved_concurrent_executions(n as i32)
+        .send()
+        .await
+        .map_err(|e| aws_error("lambda:PutFunctionConcurrency", &e))?;
+    Ok(())
+}
+
+async fn put_async(c: &Client, name: &str, a: &AsyncConfig) -> Result<()> {
+    let destinations = a.on_failure.as_ref().map(|d| DestinationConfig::builder().on_failure(OnFailure::builder().destination(d).build()).build());
+    c.put_function_event_invoke_config()
+        .function_name(name)
+        .maximum_retry_attempts(a.max_retries as i32)
+        .maximum_event_age_in_seconds(a.max_event_age as i32)
+        .set_destination_config(destinations)
+        .send()
+        .await
+        .map_err(|e| aws_error("lambda:PutFunctionEventInvokeConfig", &e))?;
+    Ok(())
+}
+
+pub(super) async fn delete(c: &Client, prior: &Live) -> Result<()> {
+    match c.delete_function().function_name(&prior.name).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
+        Err(e) => Err(aws_error("lambda:DeleteFunction", &e)),
+    }
+}

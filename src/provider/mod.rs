@@ -1,0 +1,233 @@
+//! The one seam between slx and AWS.
+//!
+//! Planning reads through [`Provider::list`] and [`Provider::read`]; applying
+//! mutates through create / update / delete. Configurations cross the seam as
+//! the JSON form of the structs in [`crate::resource`], so the planner and
+//! the walker never see an SDK type. [`Aws`] implements it with one file per
+//! service; tests can wrap it to add latency or faults.
+
+mod iam;
+mod lambda;
+mod logs;
+mod sqs;
+
+use crate::package::Package;
+use crate::resource::{Kind, Live, Outputs};
+use anyhow::{Context, Result, anyhow};
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use serde_json::Value;
+
+/// Who and where we are deploying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub account: String,
+    pub region: String,
+}
+
+/// A resource found by listing: enough to read it, before knowing whose it is.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub name: String,
+    /// The identifier the service wants for further calls (queue URL, ARN).
+    pub id: String,
+    /// Attributes the listing already returned, so reading needs fewer calls.
+    pub extra: Value,
+}
+
+/// A resource to create or update, with its references resolved.
+#[derive(Debug, Clone, Copy)]
+pub struct Desired<'a> {
+    pub address: &'a str,
+    pub kind: Kind,
+    pub name: &'a str,
+    pub config: &'a Value,
+    pub package: Option<&'a Package>,
+}
+
+#[async_trait]
+pub trait Provider: Send + Sync {
+    async fn identity(&self) -> Result<Identity>;
+
+    /// Resources of `kind` whose physical names start with `prefix`.
+    async fn list(&self, kind: Kind, prefix: &str) -> Result<Vec<Listed>>;
+
+    /// The live state of one resource, or None when it does not exist.
+    async fn read(&self, kind: Kind, name: &str, listed: Option<&Listed>) -> Result<Option<Live>>;
+
+    async fn create(&self, r: Desired<'_>) -> Result<Outputs>;
+
+    /// Brings `prior` to `r`; `changed` names the top-level fields that differ.
+    async fn update(&self, r: Desired<'_>, prior: &Live, changed: &[String]) -> Result<Outputs>;
+
+    /// Deletes `prior`; refuses to destroy data (a queue holding messages) unless `force`.
+    async fn delete(&self, prior: &Live, force: bool) -> Result<()>;
+}
+
+/// The API calls an action will make, for plans to name. `changed` as in [`Provider::update`].
+pub fn planned_calls(kind: Kind, action: &str, changed: &[String]) -> Vec<String> {
+    let calls: Vec<&str> = match (kind, action) {
+        (Kind::Queue, "create") => vec!["sqs:CreateQueue"],
+        (Kind::Queue, "delete") => vec!["sqs:GetQueueAttributes", "sqs:DeleteQueue"],
+        (Kind::Queue, _) => sqs::update_calls(changed),
+        (Kind::Role, "create") => vec!["iam:CreateRole", "iam:PutRolePolicy"],
+        (Kind::Role, "delete") => vec!["iam:ListRolePolicies", "iam:DeleteRolePolicy", "iam:ListAttachedRolePolicies", "iam:DeleteRole"],
+        (Kind::Role, _) => iam::update_calls(changed),
+        (Kind::LogGroup, "create") => vec!["logs:CreateLogGroup", "logs:PutRetentionPolicy"],
+        (Kind::LogGroup, "delete") => vec!["logs:DeleteLogGroup"],
+        (Kind::LogGroup, _) => logs::update_calls(changed),
+        (Kind::Function, "create") => {
+            vec!["lambda:CreateFunction", "lambda:PutFunctionConcurrency", "lambda:PutFunctionEventInvokeConfig"]
+        }
+        (Kind::Function, "delete") => vec!["lambda:DeleteFunction"],
+        (Kind::Function, _) => lambda::update_calls(changed),
+    };
+    calls.into_iter().map(String::from).collect()
+}
+
+/// Where to reach AWS.
+#[derive(Debug, Clone, Default)]
+pub struct AwsOptions {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+/// The AWS implementation of [`Provider`].
+pub struct Aws {
+    lambda: aws_sdk_lambda::Client,
+    sqs: aws_sdk_sqs::Client,
+    iam: aws_sdk_iam::Client,
+    logs: aws_sdk_cloudwatchlogs::Client,
+    sts: aws_sdk_sts::Client,
+    region: String,
+}
+
+impl Aws {
+    pub async fn connect(opts: &AwsOptions) -> Result<Aws> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::standard().with_max_attempts(5));
+        if let Some(r) = &opts.region {
+            loader = loader.region(aws_config::Region::new(r.clone()));
+        }
+        if let Some(p) = &opts.profile {
+            loader = loader.profile_name(p);
+        }
+        if let Some(u) = &opts.endpoint_url {
+            loader = loader.endpoint_url(u);
+        }
+        let config = loader.load().await;
+        let region = config
+            .region()
+            .map(|r| r.to_string())
+            .ok_or_else(|| anyhow!("no AWS region is configured\nhint: set `region:` in the spec, pass --region, or export AWS_REGION"))?;
+        Ok(Aws {
+            lambda: aws_sdk_lambda::Client::new(&config),
+            sqs: aws_sdk_sqs::Client::new(&config),
+            iam: aws_sdk_iam::Client::new(&config),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&config),
+            sts: aws_sdk_sts::Client::new(&config),
+            region,
+        })
+    }
+}
+
+#[async_trait]
+impl Provider for Aws {
+    async fn identity(&self) -> Result<Identity> {
+        let out = self.sts.get_caller_identity().send().await.map_err(|e| {
+            let base = aws_error("sts:GetCallerIdentity", &e);
+            if is_dispatch_failure(&e) {
+                base.context("cannot reach AWS\nhint: check --endpoint-url / AWS_ENDPOINT_URL, or start the emulator with `scripts/emulator --port 5000`")
+            } else {
+                base.context("cannot determine the AWS account\nhint: configure credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, or `aws sso login`)")
+            }
+        })?;
+        let account = out.account().context("sts:GetCallerIdentity returned no account")?.to_string();
+        Ok(Identity { account, region: self.region.clone() })
+    }
+
+    async fn list(&self, kind: Kind, prefix: &str) -> Result<Vec<Listed>> {
+        match kind {
+            Kind::Queue => sqs::list(&self.sqs, prefix).await,
+            Kind::Role => iam::list(&self.iam, prefix).await,
+            Kind::LogGroup => logs::list(&self.logs, prefix).await,
+            Kind::Function => lambda::list(&self.lambda, prefix).await,
+        }
+    }
+
+    async fn read(&self, kind: Kind, name: &str, listed: Option<&Listed>) -> Result<Option<Live>> {
+        match kind {
+            Kind::Queue => sqs::read(&self.sqs, name, listed).await,
+            Kind::Role => iam::read(&self.iam, name).await,
+            Kind::LogGroup => logs::read(&self.logs, name, listed).await,
+            Kind::Function => lambda::read(&self.lambda, name).await,
+        }
+    }
+
+    async fn create(&self, r: Desired<'_>) -> Result<Outputs> {
+        let result = match r.kind {
+            Kind::Queue => sqs::create(&self.sqs, r).await,
+            Kind::Role => iam::create(&self.iam, r).await,
+            Kind::LogGroup => logs::create(&self.logs, r).await,
+            Kind::Function => lambda::create(&self.lambda, r).await,
+        };
+        result.with_context(|| format!("creating {}", r.address))
+    }
+
+    async fn update(&self, r: Desired<'_>, prior: &Live, changed: &[String]) -> Result<Outputs> {
+        let result = match r.kind {
+            Kind::Queue => sqs::update(&self.sqs, r, prior, changed).await,
+            Kind::Role => iam::update(&self.iam, r, prior, changed).await,
+            Kind::LogGroup => logs::update(&self.logs, r, prior, changed).await,
+            Kind::Function => lambda::update(&self.lambda, r, prior, changed).await,
+        };
+        result.with_context(|| format!("updating {}", r.address))
+    }
+
+    async fn delete(&self, prior: &Live, force: bool) -> Result<()> {
+        match prior.kind {
+            Kind::Queue => sqs::delete(&self.sqs, prior, force).await,
+            Kind::Role => iam::delete(&self.iam, prior).await,
+            Kind::LogGroup => logs::delete(&self.logs, prior).await,
+            Kind::Function => lambda::delete(&self.lambda, prior).await,
+        }
+    }
+}
+
+/// An SDK error as one line: the operation, the AWS error code and message.
+pub(crate) fn aws_error<E, R>(op: &str, e: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> anyhow::Error
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+    match (e.code(), e.message()) {
+        (Some(code), Some(msg)) => anyhow!("{op} failed: {code}: {msg}"),
+        (Some(code), None) => anyhow!("{op} failed: {code}"),
+        _ => anyhow!("{op} failed: {}", aws_smithy_types::error::display::DisplayErrorContext(e)),
+    }
+}
+
+pub(crate) fn error_code<E, R>(e: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> Option<&str>
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
+{
+    use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+    e.code()
+}
+
+fn is_dispatch_failure<E, R>(e: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> bool {
+    matches!(e, aws_smithy_runtime_api::client::result::SdkError::DispatchFailure(_) | aws_smithy_runtime_api::client::result::SdkError::TimeoutError(_))
+}
+
+/// Tags to add or change, and keys to remove, to turn `live` into `desired`.
+pub(crate) fn tag_changes(desired: &crate::resource::Tags, live: &crate::resource::Tags) -> (crate::resource::Tags, Vec<String>) {
+    let add = desired.iter().filter(|(k, v)| live.get(*k) != Some(v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let remove = live.keys().filter(|k| !desired.contains_key(*k) && !k.starts_with("aws:")).cloned().collect();
+    (add, remove)
+}
+
+pub(crate) fn config_of<T: serde::de::DeserializeOwned>(r: &Desired<'_>) -> Result<T> {
+    serde_json::from_value(r.config.clone()).with_context(|| format!("internal: bad {} configuration", r.kind))
+}

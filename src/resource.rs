@@ -1,0 +1,179 @@
+//! The resource model shared by graph, plan, provider and apply: kinds, the
+//! desired/live configuration of each kind, and ownership tags.
+//!
+//! Configurations are plain serde structs. The planner diffs them as JSON, so
+//! a field's name here is the name a plan shows; the provider converts them to
+//! and from AWS API shapes. Omitted spec settings become AWS's defaults so a
+//! hand edit of any field shows up as a difference.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const TAG_STACK: &str = "slx:stack";
+pub const TAG_STAGE: &str = "slx:stage";
+pub const TAG_ADDRESS: &str = "slx:address";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Queue,
+    Role,
+    LogGroup,
+    Function,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Queue, Kind::Role, Kind::LogGroup, Kind::Function];
+
+    /// The first segment of this kind's addresses.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Kind::Queue => "queue",
+            Kind::Role => "role",
+            Kind::LogGroup => "log_group",
+            Kind::Function => "function",
+        }
+    }
+
+    /// Deletion order: consumers before what they consume.
+    pub fn delete_rank(self) -> u8 {
+        match self {
+            Kind::Function => 0,
+            Kind::LogGroup => 1,
+            Kind::Role => 2,
+            Kind::Queue => 3,
+        }
+    }
+
+    /// Deleting this kind destroys data that cannot be recovered.
+    pub fn holds_data(self) -> bool {
+        matches!(self, Kind::Queue)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.prefix())
+    }
+}
+
+pub type Tags = BTreeMap<String, String>;
+
+/// Who owns a live resource, per its `slx:` tags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub stack: String,
+    pub stage: String,
+    pub address: String,
+}
+
+impl Owner {
+    pub fn from_tags(tags: &Tags) -> Option<Owner> {
+        Some(Owner {
+            stack: tags.get(TAG_STACK)?.clone(),
+            stage: tags.get(TAG_STAGE)?.clone(),
+            address: tags.get(TAG_ADDRESS)?.clone(),
+        })
+    }
+
+    pub fn tags(&self) -> Tags {
+        Tags::from([
+            (TAG_STACK.to_string(), self.stack.clone()),
+            (TAG_STAGE.to_string(), self.stage.clone()),
+            (TAG_ADDRESS.to_string(), self.address.clone()),
+        ])
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueConfig {
+    pub fifo: bool,
+    pub visibility_timeout: u64,
+    pub retention: u64,
+    pub delay: u64,
+    pub receive_wait_time: u64,
+    pub max_message_size: u64,
+    pub content_based_deduplication: bool,
+    pub dead_letter: Option<Redrive>,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Redrive {
+    pub queue_arn: String,
+    pub max_receives: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoleConfig {
+    pub path: String,
+    pub trust_policy: serde_json::Value,
+    /// The role's one inline policy, named [`ROLE_POLICY_NAME`].
+    pub policy: serde_json::Value,
+    pub tags: Tags,
+}
+
+pub const ROLE_POLICY_NAME: &str = "slx";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogGroupConfig {
+    pub retention_days: Option<u32>,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionConfig {
+    pub role: String,
+    pub handler: String,
+    pub runtime: String,
+    /// Base64 SHA-256 of the deployment package, as Lambda reports `CodeSha256`.
+    pub code_sha256: String,
+    pub memory: u32,
+    pub timeout: u64,
+    pub ephemeral_storage: u32,
+    pub architecture: String,
+    pub description: String,
+    pub environment: BTreeMap<String, String>,
+    pub layers: Vec<String>,
+    pub dead_letter_target: Option<String>,
+    pub reserved_concurrency: Option<u32>,
+    #[serde(rename = "async")]
+    pub async_config: Option<AsyncConfig>,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AsyncConfig {
+    pub max_retries: u32,
+    pub max_event_age: u64,
+    pub on_failure: Option<String>,
+}
+
+/// Values other resources may reference once a resource exists (`url`, `arn`).
+pub type Outputs = BTreeMap<String, String>;
+
+/// A resource as it is in AWS now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Live {
+    pub kind: Kind,
+    pub name: String,
+    /// Same shape as the desired config of this kind.
+    pub config: serde_json::Value,
+    pub outputs: Outputs,
+    /// Why deleting it would lose data (e.g. "holds 3 messages"), if it would.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+}
+
+impl Live {
+    pub fn tags(&self) -> Tags {
+        self.config
+            .get("tags")
+            .and_then(|t| serde_json::from_value(t.clone()).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn owner(&self) -> Option<Owner> {
+        Owner::from_tags(&self.tags())
+    }
+}

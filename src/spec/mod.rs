@@ -1,0 +1,445 @@
+//! The stack spec: YAML → typed [`Spec`], with `${...}` interpolation and
+//! client-side validation. Field names here are slx's public contract.
+//!
+//! Loading runs in four steps, each able to point at `file:line:col`:
+//! parse into a span-aware tree ([`yaml`]), expand static references
+//! ([`interp`]), deserialize through serde ([`de`]), then validate
+//! ([`validate`]). Resource references (`${queues.x.url}`) survive as text and
+//! are resolved by the planner once their values exist.
+
+pub mod de;
+pub mod interp;
+pub mod validate;
+pub mod yaml;
+
+use crate::diag::{Diagnostic, Diagnostics, Mark};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A slx stack: everything `slx deploy` creates, updates and destroys together.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// Stack name, `[a-z][a-z0-9-]*`. Physical names default to `{stack}-{stage}-{name}`.
+    pub stack: String,
+    /// AWS region; when absent, the AWS config chain (`AWS_REGION`, profile) decides.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Values for `${vars.NAME}`; stages may override them.
+    #[serde(default)]
+    pub vars: BTreeMap<String, serde_json::Value>,
+    /// Per-stage overrides, selected with `--stage`.
+    #[serde(default)]
+    pub stages: BTreeMap<String, StageSpec>,
+    /// Settings merged into every function; a function's own settings win.
+    #[serde(default)]
+    pub defaults: FunctionSpec,
+    /// SQS queues by name.
+    #[serde(default)]
+    pub queues: BTreeMap<String, QueueSpec>,
+    /// Lambda functions by name.
+    #[serde(default)]
+    pub functions: BTreeMap<String, FunctionSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    /// Overrides of top-level `vars` for this stage.
+    #[serde(default)]
+    pub vars: BTreeMap<String, serde_json::Value>,
+    /// Region for this stage, overriding the top-level `region`.
+    #[serde(default)]
+    pub region: Option<String>,
+}
+
+/// An SQS queue. Omitted settings take AWS's defaults, so hand edits show as drift.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSpec {
+    /// A FIFO queue; its physical name gets the `.fifo` suffix. Changing it replaces the queue.
+    #[serde(default)]
+    pub fifo: bool,
+    /// How long a received message stays hidden (0 s .. 12 h, default 30 s).
+    #[serde(default)]
+    pub visibility_timeout: Option<Duration>,
+    /// How long messages are kept (60 s .. 14 d, default 4 d).
+    #[serde(default)]
+    pub retention: Option<Duration>,
+    /// Delivery delay for new messages (0 .. 900 s, default 0).
+    #[serde(default)]
+    pub delay: Option<Duration>,
+    /// Long-poll wait for ReceiveMessage (0 .. 20 s, default 0).
+    #[serde(default)]
+    pub receive_wait_time: Option<Duration>,
+    /// Largest message in bytes (1024 .. 1048576, default 1048576).
+    #[serde(default)]
+    pub max_message_size: Option<u32>,
+    /// FIFO only: deduplicate by a hash of the body.
+    #[serde(default)]
+    pub content_based_deduplication: Option<bool>,
+    /// Redrive: after `max_receives` failed receives a message moves to `queue`.
+    #[serde(default)]
+    pub dead_letter: Option<QueueDeadLetter>,
+    /// Extra tags; `slx:` keys are reserved.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueDeadLetter {
+    /// Name of a queue in this stack.
+    pub queue: String,
+    /// Receives before a message is moved (1 .. 1000).
+    pub max_receives: u32,
+}
+
+/// A Lambda function. Every field is optional here because `defaults` may supply it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionSpec {
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Entry point, e.g. `app.handler`.
+    #[serde(default)]
+    pub handler: Option<String>,
+    /// Lambda runtime identifier, e.g. `python3.12`, `nodejs22.x`.
+    #[serde(default)]
+    pub runtime: Option<String>,
+    /// A directory (zipped deterministically) or a `.zip` file, relative to the spec file.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// Memory in MB (128 .. 10240).
+    #[serde(default)]
+    pub memory: Option<u32>,
+    /// Timeout (1 .. 900 s).
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// /tmp size in MB (512 .. 10240).
+    #[serde(default)]
+    pub ephemeral_storage: Option<u32>,
+    #[serde(default)]
+    pub architecture: Option<Architecture>,
+    /// Retention of the function's log group, in days (a CloudWatch Logs value such as 7, 14, 30).
+    #[serde(default)]
+    pub log_retention_days: Option<u32>,
+    /// Environment variables (4 KB in total); values may hold `${...}` references.
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    /// Layer version ARNs (at most 5).
+    #[serde(default)]
+    pub layers: Option<Vec<String>>,
+    /// Concurrency reserved for this function.
+    #[serde(default)]
+    pub reserved_concurrency: Option<u32>,
+    /// Queue in this stack (or an SNS topic / SQS ARN) for failed async invocations. Never FIFO.
+    #[serde(default)]
+    pub dead_letter_queue: Option<String>,
+    /// Async invocation settings.
+    #[serde(default, rename = "async")]
+    pub async_config: Option<AsyncSpec>,
+    /// Extra IAM statements for the function's role.
+    #[serde(default)]
+    pub permissions: Vec<PermissionSpec>,
+    /// Least-privilege grants to resources of this stack.
+    #[serde(default)]
+    pub access: AccessSpec,
+    /// Extra tags; `slx:` keys are reserved.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum Architecture {
+    #[serde(rename = "x86_64")]
+    X86_64,
+    #[serde(rename = "arm64")]
+    Arm64,
+}
+
+impl Architecture {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Architecture::X86_64 => "x86_64",
+            Architecture::Arm64 => "arm64",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AsyncSpec {
+    /// Retries after a failed async invocation (0 .. 2, default 2).
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    /// Oldest event still processed (60 s .. 6 h, default 6 h).
+    #[serde(default)]
+    pub max_event_age: Option<Duration>,
+    /// Where failed events go.
+    #[serde(default)]
+    pub on_failure: Option<DestinationSpec>,
+}
+
+/// Exactly one destination.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationSpec {
+    /// A standard queue in this stack.
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// An EventBridge bus in this stack.
+    #[serde(default)]
+    pub bus: Option<String>,
+    /// A function in this stack.
+    #[serde(default)]
+    pub function: Option<String>,
+    /// An SNS topic ARN.
+    #[serde(default)]
+    pub topic_arn: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionSpec {
+    /// IAM actions, e.g. `s3:GetObject`.
+    pub allow: Vec<String>,
+    /// Resource ARNs; may hold `${...}` references.
+    pub resources: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSpec {
+    /// Queue name → `send`, `consume` or `send_consume`.
+    #[serde(default)]
+    pub queues: BTreeMap<String, QueueAccess>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueAccess {
+    Send,
+    Consume,
+    SendConsume,
+}
+
+/// Seconds, written as a number (`30`) or with a unit (`500ms` is not allowed; `5s`, `5m`, `1h`, `2d`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Duration(pub u64);
+
+impl Duration {
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().map_err(|_| format!("`{text}` is not a duration"))?;
+        let mult = match unit.trim() {
+            "" | "s" | "sec" | "second" | "seconds" => 1,
+            "m" | "min" | "minute" | "minutes" => 60,
+            "h" | "hour" | "hours" => 3600,
+            "d" | "day" | "days" => 86_400,
+            _ => return Err(format!("`{text}` has an unknown unit; use s, m, h or d")),
+        };
+        n.checked_mul(mult).map(Duration).ok_or_else(|| format!("`{text}` is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Duration;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a duration such as 30, 30s, 5m or 1h")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Duration, E> {
+                Ok(Duration(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Duration, E> {
+                Err(E::custom(format!("a duration cannot be negative ({v})")))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Duration, E> {
+                Err(E::custom(format!("a duration is a whole number of seconds, not {v}")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Duration, E> {
+                Duration::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Seconds as a number, or a number with a unit: s, m, h, d (e.g. `30`, `5m`, `1h`).",
+            "anyOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "pattern": "^[0-9]+\\s*(s|sec|seconds?|m|min|minutes?|h|hours?|d|days?)?$" }
+            ]
+        })
+    }
+}
+
+/// A loaded, valid spec with what is needed to point back into its source.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub spec: Spec,
+    pub stage: String,
+    /// The spec file as the user named it (used in messages).
+    pub file: String,
+    /// Directory that relative `code:` paths resolve against.
+    pub dir: PathBuf,
+    /// The expanded tree, for positions of later errors.
+    pub root: yaml::Node,
+}
+
+impl Loaded {
+    /// A diagnostic positioned at the spec path (`functions.api.memory`).
+    pub fn diag_at(&self, path: &str, message: impl Into<String>) -> Diagnostic {
+        let segs: Vec<&str> = path.split('.').collect();
+        let mark = self.root.locate(&segs).unwrap_or(Mark { line: 1, col: 1 });
+        let mut d = Diagnostic::new(message).at(&self.file, mark);
+        if let Some(a) = address_of_path(path) {
+            d = d.address(a);
+        }
+        d
+    }
+
+    /// The effective settings of one function: its own, over `defaults`.
+    pub fn function(&self, name: &str) -> FunctionSpec {
+        merge_function(&self.spec.defaults, &self.spec.functions[name])
+    }
+
+    /// The physical name of a resource of this stack and stage.
+    pub fn physical_name(&self, name: &str) -> String {
+        format!("{}-{}-{}", self.spec.stack, self.stage, name)
+    }
+
+    pub fn queue_physical_name(&self, name: &str) -> String {
+        let base = self.physical_name(name);
+        if self.spec.queues.get(name).is_some_and(|q| q.fifo) { format!("{base}.fifo") } else { base }
+    }
+}
+
+/// The address a spec path belongs to: `functions.api.memory` → `function.api`.
+pub fn address_of_path(path: &str) -> Option<String> {
+    let mut segs = path.split('.');
+    let section = segs.next()?;
+    let name = segs.next();
+    let kind = match section {
+        "functions" => "function",
+        "queues" => "queue",
+        "tables" => "table",
+        "buses" => "bus",
+        "websockets" => "websocket",
+        "defaults" => return Some("defaults".to_string()),
+        _ => return None,
+    };
+    name.map(|n| format!("{kind}.{n}"))
+}
+
+pub fn merge_function(defaults: &FunctionSpec, f: &FunctionSpec) -> FunctionSpec {
+    let mut environment = defaults.environment.clone();
+    environment.extend(f.environment.clone());
+    let mut tags = defaults.tags.clone();
+    tags.extend(f.tags.clone());
+    let mut access = defaults.access.clone();
+    access.queues.extend(f.access.queues.clone());
+    let mut permissions = defaults.permissions.clone();
+    permissions.extend(f.permissions.clone());
+    FunctionSpec {
+        description: f.description.clone().or_else(|| defaults.description.clone()),
+        handler: f.handler.clone().or_else(|| defaults.handler.clone()),
+        runtime: f.runtime.clone().or_else(|| defaults.runtime.clone()),
+        code: f.code.clone().or_else(|| defaults.code.clone()),
+        memory: f.memory.or(defaults.memory),
+        timeout: f.timeout.or(defaults.timeout),
+        ephemeral_storage: f.ephemeral_storage.or(defaults.ephemeral_storage),
+        architecture: f.architecture.or(defaults.architecture),
+        log_retention_days: f.log_retention_days.or(defaults.log_retention_days),
+        environment,
+        layers: f.layers.clone().or_else(|| defaults.layers.clone()),
+        reserved_concurrency: f.reserved_concurrency.or(defaults.reserved_concurrency),
+        dead_letter_queue: f.dead_letter_queue.clone().or_else(|| defaults.dead_letter_queue.clone()),
+        async_config: f.async_config.clone().or_else(|| defaults.async_config.clone()),
+        permissions,
+        access,
+        tags,
+    }
+}
+
+/// Reads and validates a spec file for one stage; the environment comes from the process.
+pub fn load(path: &Path, stage: &str) -> Result<Loaded, Diagnostics> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            "pass the spec with -f FILE, or run `slx init` to create one"
+        } else {
+            "check the file's permissions"
+        };
+        Diagnostics::from(Diagnostic::new(format!("cannot read {file}: {e}")).hint(hint))
+    })?;
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+    load_str(&text, &file, &dir, stage, &|k| std::env::var(k).ok())
+}
+
+/// Like [`load`], for text already in memory and an explicit environment.
+pub fn load_str(
+    text: &str,
+    file: &str,
+    dir: &Path,
+    stage: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, Diagnostics> {
+    let locate = |d: Diagnostic| -> Diagnostics {
+        let mut d = d;
+        d.file = Some(file.to_string());
+        Diagnostics::from(d)
+    };
+    validate::stage_name(stage).map_err(|d| Diagnostics::from(d))?;
+    let mut root = yaml::parse(text).map_err(locate)?;
+    if !matches!(root.value, yaml::Value::Map(_)) {
+        return Err(locate(
+            Diagnostic::new("a spec must be a mapping with at least `stack:`")
+                .hint("start the file with `stack: my-app`")
+                .at_mark(root.mark),
+        ));
+    }
+    interp::expand_static(&mut root, stage, env).map_err(|ds| {
+        Diagnostics(
+            ds.into_iter()
+                .map(|mut d| {
+                    d.file = Some(file.to_string());
+                    d
+                })
+                .collect(),
+        )
+    })?;
+    let spec: Spec = de::from_node(&root, "").map_err(|e| {
+        let mut d = Diagnostic::new(e.message).at(file, e.mark.unwrap_or(root.mark));
+        d.hint = e.hint;
+        if let Some(a) = e.path.as_deref().and_then(address_of_path) {
+            d = d.address(a);
+        }
+        Diagnostics::from(d)
+    })?;
+    let loaded = Loaded { spec, stage: stage.to_string(), file: file.to_string(), dir: dir.to_path_buf(), root };
+    let problems = validate::check(&loaded);
+    if problems.is_empty() { Ok(loaded) } else { Err(Diagnostics(problems)) }
+}
+
+/// The JSON Schema of the spec format, as checked in at `schemas/slx.schema.json`.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Spec);
+    serde_json::to_string_pretty(&schema).expect("schema serializes") + "\n"
+}
