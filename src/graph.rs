@@ -53,6 +53,11 @@ pub struct Facts {
 }
 
 impl Graph {
+    /// A graph that wants nothing: planning against it deletes everything owned.
+    pub fn empty(stack: &str, stage: &str) -> Graph {
+        Graph { stack: stack.to_string(), stage: stage.to_string(), resources: Vec::new(), index: HashMap::new() }
+    }
+
     pub fn get(&self, address: &str) -> Option<&Resource> {
         self.index.get(address).map(|&i| &self.resources[i])
     }

@@ -10,3 +10,8 @@ pub mod graph;
 pub mod package;
 pub mod resource;
 pub mod provider;
+pub mod live;
+pub mod plan;
+pub mod apply;
+pub mod render;
+pub mod cli;

@@ -1,0 +1,346 @@
+//! The command line: parses arguments and wires spec → graph → live → plan → render/apply.
+
+use crate::apply::{self, Progress, StepReport};
+use crate::diag::Diagnostics;
+use crate::graph::{Facts, Graph};
+use crate::package::{self, Package};
+use crate::plan::{self, Change, Plan};
+use crate::provider::{Aws, AwsOptions, Identity, Provider};
+use crate::render::{self, Format, Style};
+use crate::spec::{self, Loaded};
+use crate::live;
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+const EXIT_CODES: &str = "Exit codes:
+  0  success; with --detailed-exitcode, no changes
+  1  error (invalid spec, AWS error, failed or refused step)
+  2  with --detailed-exitcode: the plan has changes";
+
+#[derive(Parser, Debug)]
+#[command(name = "slx", version, about = "Deploy serverless stacks to AWS straight through the service APIs", after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    global: Global,
+}
+
+#[derive(Args, Debug, Clone)]
+struct Global {
+    /// AWS region (overrides the spec and the AWS config chain)
+    #[arg(long, global = true)]
+    region: Option<String>,
+    /// AWS profile from ~/.aws/config
+    #[arg(long, global = true)]
+    profile: Option<String>,
+    /// Send AWS calls to this endpoint (an emulator or proxy)
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
+    endpoint_url: Option<String>,
+    /// Never colour output (also NO_COLOR)
+    #[arg(long, global = true)]
+    no_color: bool,
+    /// More detail on stderr
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Args, Debug, Clone)]
+struct SpecArgs {
+    /// The stack spec
+    #[arg(short = 'f', long = "file", default_value = "slx.yaml")]
+    file: PathBuf,
+    /// Stage to work on; each stage is a separate copy of the stack
+    #[arg(long, default_value = "dev", env = "SLX_STAGE")]
+    stage: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check a spec without calling AWS
+    Validate {
+        #[arg(short = 'f', long = "file", default_value = "slx.yaml")]
+        file: PathBuf,
+        #[arg(long, default_value = "dev", env = "SLX_STAGE")]
+        stage: String,
+    },
+    /// Show what deploy would change, compared with live AWS state
+    Plan {
+        #[command(flatten)]
+        spec: SpecArgs,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+        /// Exit 2 when the plan has changes, 0 when it has none
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Also write the plan as JSON to this file
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Plan to take over existing resources slx did not create
+        #[arg(long)]
+        adopt: bool,
+    },
+    /// Apply the spec to AWS
+    Deploy {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Apply without asking
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Steps run at once
+        #[arg(long, default_value_t = apply::DEFAULT_PARALLELISM)]
+        parallelism: usize,
+        /// Take over existing resources slx did not create (tags them as this stack's)
+        #[arg(long)]
+        adopt: bool,
+        /// Delete queues that still hold messages when the plan removes or replaces them
+        #[arg(long)]
+        force: bool,
+    },
+    /// Delete everything this stack and stage own
+    Destroy {
+        #[command(flatten)]
+        spec: SpecArgs,
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Also delete queues that hold messages
+        #[arg(long)]
+        force: bool,
+        #[arg(long, default_value_t = apply::DEFAULT_PARALLELISM)]
+        parallelism: usize,
+    },
+    /// Print the JSON Schema of the spec format
+    Schema,
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let color = !cli.global.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
+    let style = Style { color };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli, style)) {
+        Ok(code) => code,
+        Err(e) => {
+            report_error(&e);
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Prints an error as `error: ...` with every `hint:` at the end.
+fn report_error(e: &anyhow::Error) {
+    if let Some(d) = e.downcast_ref::<Diagnostics>() {
+        eprint!("{d}");
+        return;
+    }
+    let text = format!("{e:#}");
+    let mut hints = Vec::new();
+    let mut message = String::new();
+    for (i, part) in text.split("\nhint: ").enumerate() {
+        if i == 0 {
+            message.push_str(part);
+        } else {
+            // A hint runs until the next context separator.
+            let (hint, rest) = part.split_once(": ").map_or((part, ""), |(h, r)| (h, r));
+            hints.push(hint.to_string());
+            if !rest.is_empty() {
+                message.push_str(": ");
+                message.push_str(rest);
+            }
+        }
+    }
+    eprintln!("error: {message}");
+    for h in hints {
+        eprintln!("hint: {h}");
+    }
+}
+
+async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
+    let g = cli.global;
+    match cli.command {
+        Command::Schema => {
+            print!("{}", spec::json_schema());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { file, stage } => {
+            let loaded = load(&file, &stage)?;
+            let graph = build_graph(&loaded, false)?;
+            eprintln!(
+                "{}: valid ({} functions, {} queues, {} resources)",
+                file.display(),
+                loaded.spec.functions.len(),
+                loaded.spec.queues.len(),
+                graph.resources.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan { spec: s, format, detailed_exitcode, out, adopt } => {
+            let ctx = Session::prepare(&g, &s).await?;
+            let plan = ctx.plan(adopt).await?;
+            if let Some(path) = out {
+                std::fs::write(&path, render::json(&plan)).with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            print!("{}", render::plan(&plan, format, style));
+            Ok(if detailed_exitcode && plan.has_changes() { ExitCode::from(2) } else { ExitCode::SUCCESS })
+        }
+        Command::Deploy { spec: s, yes, parallelism, adopt, force } => {
+            let ctx = Session::prepare(&g, &s).await?;
+            let plan = ctx.plan(adopt).await?;
+            print!("{}", render::human(&plan, style));
+            if !plan.has_changes() {
+                return Ok(ExitCode::SUCCESS);
+            }
+            confirm(yes, "Apply these changes?")?;
+            ctx.apply(&plan, apply::Options { parallelism, force }).await
+        }
+        Command::Destroy { spec: s, yes, force, parallelism } => {
+            let mut ctx = Session::prepare(&g, &s).await?;
+            ctx.graph = Graph::empty(&ctx.graph.stack, &ctx.graph.stage);
+            let plan = ctx.plan(false).await?;
+            print!("{}", render::human(&plan, style));
+            if !plan.has_changes() {
+                return Ok(ExitCode::SUCCESS);
+            }
+            confirm(yes, &format!("Delete everything in stack {} stage {}?", plan.stack, plan.stage))?;
+            ctx.apply(&plan, apply::Options { parallelism, force }).await
+        }
+    }
+}
+
+fn load(file: &std::path::Path, stage: &str) -> Result<Loaded> {
+    spec::load(file, stage).map_err(anyhow::Error::from)
+}
+
+/// Packages every function's code (each directory once) and builds the graph.
+fn build_graph(loaded: &Loaded, package_code: bool) -> Result<Graph> {
+    let mut packages: HashMap<PathBuf, Arc<Package>> = HashMap::new();
+    if package_code {
+        for name in loaded.spec.functions.keys() {
+            let f = loaded.function(name);
+            let path = loaded.dir.join(f.code.as_deref().unwrap_or_default());
+            if !packages.contains_key(&path) {
+                let pkg = package::build(&path).with_context(|| format!("packaging function.{name}"))?;
+                packages.insert(path, Arc::new(pkg));
+            }
+        }
+    }
+    graph_from(loaded, &packages)
+}
+
+fn graph_from(loaded: &Loaded, packages: &HashMap<PathBuf, Arc<Package>>) -> Result<Graph> {
+    crate::graph::build(loaded, packages).map_err(anyhow::Error::from)
+}
+
+fn confirm(yes: bool, question: &str) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("refusing to change AWS without confirmation: stdin is not a terminal\nhint: pass --yes to apply without asking");
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        bail!("cancelled; nothing was changed")
+    }
+}
+
+/// A loaded spec connected to AWS.
+struct Session {
+    graph: Graph,
+    provider: Arc<dyn Provider>,
+    identity: Identity,
+    verbose: u8,
+}
+
+impl Session {
+    async fn prepare(g: &Global, s: &SpecArgs) -> Result<Session> {
+        let loaded = load(&s.file, &s.stage)?;
+        let graph = build_graph(&loaded, true)?;
+        let region = g
+            .region
+            .clone()
+            .or_else(|| loaded.spec.stages.get(&s.stage).and_then(|st| st.region.clone()))
+            .or_else(|| loaded.spec.region.clone());
+        let opts = AwsOptions { region, profile: g.profile.clone(), endpoint_url: g.endpoint_url.clone() };
+        let provider: Arc<dyn Provider> = Arc::new(Aws::connect(&opts).await?);
+        let identity = provider.identity().await?;
+        Ok(Session { graph, provider, identity, verbose: g.verbose })
+    }
+
+    async fn plan(&self, adopt: bool) -> Result<Plan> {
+        let started = std::time::Instant::now();
+        let state = live::read(self.provider.clone(), &self.graph).await?;
+        if self.verbose > 0 {
+            eprintln!("read live state in {:.2}s", started.elapsed().as_secs_f64());
+        }
+        plan::plan(&self.graph, &state, &self.identity, plan::Options { adopt }).map_err(|ds| Diagnostics(ds).into())
+    }
+
+    async fn apply(&self, plan: &Plan, opts: apply::Options) -> Result<ExitCode> {
+        let mut facts = Facts { account: self.identity.account.clone(), region: self.identity.region.clone(), outputs: Default::default() };
+        for a in &plan.actions {
+            if let (Some(b), true) = (&a.before, a.action != Change::Delete) {
+                facts.outputs.insert(a.address.clone(), b.outputs.clone());
+            }
+        }
+        let progress = Lines::new(plan);
+        let report = apply::apply(self.provider.clone(), &self.graph, plan, facts, opts, &progress).await;
+        progress.done();
+        print!("{}", render::report(&report));
+        Ok(if report.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    }
+}
+
+/// Progress on stderr: a bar on a terminal, one line per finished step otherwise.
+struct Lines {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Lines {
+    fn new(plan: &Plan) -> Lines {
+        let steps = plan.actions.iter().filter(|a| a.action != Change::NoOp).count() as u64;
+        let tty = std::io::stderr().is_terminal() && std::env::var("CI").is_err();
+        let bar = tty.then(|| {
+            let b = indicatif::ProgressBar::new(steps);
+            b.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}").expect("valid template"));
+            b
+        });
+        Lines { bar }
+    }
+
+    fn done(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for Lines {
+    fn started(&self, address: &str, _: Change) {
+        if let Some(b) = &self.bar {
+            b.set_message(address.to_string());
+        }
+    }
+
+    fn finished(&self, step: &StepReport) {
+        let line = render::step_line(step);
+        match &self.bar {
+            Some(b) => {
+                b.inc(1);
+                b.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Reads what exists in AWS for one stack and stage, through the provider.
+//!
+//! One listing call per kind (by name prefix) finds candidates; then each
+//! desired resource and each candidate slx might own is read, with bounded
+//! concurrency. Candidates whose `slx:` tags name another stack or stage are
+//! dropped here: they are never planned for, so never touched.
+
+use crate::graph::Graph;
+use crate::provider::{Listed, Provider};
+use crate::resource::{Kind, Live};
+use anyhow::Result;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// Reads in flight at once; enough to hide latency, low enough to avoid throttling.
+pub const READ_CONCURRENCY: usize = 16;
+
+#[derive(Debug, Clone, Default)]
+pub struct LiveState {
+    /// Live state of desired resources, by address (absent: does not exist).
+    pub desired: HashMap<String, Live>,
+    /// Resources tagged as this stack and stage that the graph does not want under that name.
+    pub orphans: Vec<Live>,
+}
+
+/// The physical-name prefix of everything in one stack and stage.
+pub fn prefix(stack: &str, stage: &str) -> String {
+    format!("{stack}-{stage}-")
+}
+
+pub async fn read(provider: Arc<dyn Provider>, graph: &Graph) -> Result<LiveState> {
+    let prefix = prefix(&graph.stack, &graph.stage);
+    let mut listings: HashMap<Kind, BTreeMap<String, Listed>> = HashMap::new();
+    let lists = Kind::ALL.map(|k| {
+        let p = provider.clone();
+        let prefix = prefix.clone();
+        tokio::spawn(async move { (k, p.list(k, &prefix).await) })
+    });
+    for task in lists {
+        let (k, listed) = task.await?;
+        listings.insert(k, listed?.into_iter().map(|l| (l.name.clone(), l)).collect());
+    }
+
+    let sem = Arc::new(Semaphore::new(READ_CONCURRENCY));
+    let mut tasks = tokio::task::JoinSet::new();
+    for r in &graph.resources {
+        let listed = listings.get(&r.kind).and_then(|m| m.get(&r.name)).cloned();
+        // Roles are listed by path; a same-named role elsewhere must still be found.
+        if listed.is_none() && r.kind != Kind::Role {
+            continue;
+        }
+        let (p, sem, kind, name, address) = (provider.clone(), sem.clone(), r.kind, r.name.clone(), r.address.clone());
+        tasks.spawn(async move {
+            let _permit = sem.acquire().await;
+            (Some(address), p.read(kind, &name, listed.as_ref()).await)
+        });
+    }
+    for (kind, listed) in &listings {
+        for (name, l) in listed {
+            if graph.resources.iter().any(|r| r.kind == *kind && r.name == *name) {
+                continue;
+            }
+            let (p, sem, kind, name, l) = (provider.clone(), sem.clone(), *kind, name.clone(), l.clone());
+            tasks.spawn(async move {
+                let _permit = sem.acquire().await;
+                (None, p.read(kind, &name, Some(&l)).await)
+            });
+        }
+    }
+    let mut state = LiveState::default();
+    while let Some(joined) = tasks.join_next().await {
+        let (address, live) = joined?;
+        let Some(live) = live? else { continue };
+        match address {
+            Some(a) => {
+                state.desired.insert(a, live);
+            }
+            None => {
+                let ours = live.owner().is_some_and(|o| o.stack == graph.stack && o.stage == graph.stage);
+                if ours {
+                    state.orphans.push(live);
+                }
+            }
+        }
+    }
+    state.orphans.sort_by(|a, b| (a.kind.delete_rank(), &a.name).cmp(&(b.kind.delete_rank(), &b.name)));
+    Ok(state)
+}

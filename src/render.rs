@@ -1,0 +1,182 @@
+//! Views of a [`Plan`] and an apply [`Report`]: human text, JSON, Markdown.
+//!
+//! All three are rendered from the same values, so they cannot disagree.
+//! Human text reads right without colour; colour only adds emphasis.
+
+use crate::apply::{Outcome, Report};
+use crate::plan::{Action, Change, FieldDiff, Plan, is_unknown};
+use serde_json::Value;
+use std::fmt::Write;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+    }
+}
+
+fn symbol(c: Change) -> &'static str {
+    match c {
+        Change::Create => "+",
+        Change::Update => "~",
+        Change::Replace => "-/+",
+        Change::Delete => "-",
+        Change::NoOp => " ",
+    }
+}
+
+fn color_of(c: Change) -> &'static str {
+    match c {
+        Change::Create => "32",
+        Change::Update => "33",
+        Change::Replace => "35",
+        Change::Delete => "31",
+        Change::NoOp => "0",
+    }
+}
+
+/// A value as a reader wants it: strings quoted, nothing as `(none)`.
+pub fn value(v: &Value) -> String {
+    if is_unknown(v) {
+        return "(known after apply)".to_string();
+    }
+    match v {
+        Value::Null => "(none)".to_string(),
+        other => other.to_string(),
+    }
+}
+
+pub fn summary_line(plan: &Plan) -> String {
+    let s = &plan.summary;
+    format!(
+        "Plan: {} to create, {} to update, {} to replace, {} to delete, {} unchanged.",
+        s.create, s.update, s.replace, s.delete, s.no_op
+    )
+}
+
+fn field_lines(out: &mut String, f: &FieldDiff, indent: &str) {
+    let (b, a) = (value(&f.before), value(&f.after));
+    let replace = if f.forces_replacement { " (forces replacement)" } else { "" };
+    if b.len() + a.len() > 100 {
+        let _ = writeln!(out, "{indent}{}:{replace}", f.field);
+        let _ = writeln!(out, "{indent}  - {b}");
+        let _ = writeln!(out, "{indent}  + {a}");
+    } else {
+        let _ = writeln!(out, "{indent}{}: {b} → {a}{replace}", f.field);
+    }
+}
+
+pub fn human(plan: &Plan, style: Style) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Plan for stack {}, stage {} (account {}, {})",
+        plan.stack, plan.stage, plan.account, plan.region
+    );
+    let changes: Vec<&Action> = plan.actions.iter().filter(|a| a.action != Change::NoOp).collect();
+    if changes.is_empty() {
+        let _ = writeln!(out, "\nNo changes. {} resources match the spec.", plan.summary.no_op);
+        return out;
+    }
+    let width = changes.iter().map(|a| a.address.len()).max().unwrap_or(0);
+    let _ = writeln!(out);
+    for a in changes {
+        let head = format!("{:>3} {:<width$}  {}", symbol(a.action), a.address, a.action.as_str());
+        let adopt = if a.adopt { " (adopt existing)" } else { "" };
+        let _ = writeln!(out, "{}  {}{adopt}", style.paint(color_of(a.action), &head), a.name);
+        if matches!(a.action, Change::Update | Change::Replace) {
+            for f in &a.fields {
+                field_lines(&mut out, f, "      ");
+            }
+        }
+        if let Some(loss) = &a.data_loss {
+            let warn = format!("      ! {loss}; deleting it destroys them and needs --force");
+            let _ = writeln!(out, "{}", style.paint("31;1", &warn));
+        }
+    }
+    let _ = writeln!(out, "\n{}", summary_line(plan));
+    out
+}
+
+pub fn json(plan: &Plan) -> String {
+    serde_json::to_string_pretty(plan).expect("plans serialize") + "\n"
+}
+
+pub fn markdown(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "### slx plan: `{}` / `{}`\n", plan.stack, plan.stage);
+    let _ = writeln!(out, "{}\n", summary_line(plan));
+    let changes: Vec<&Action> = plan.actions.iter().filter(|a| a.action != Change::NoOp).collect();
+    if changes.is_empty() {
+        let _ = writeln!(out, "No changes.");
+        return out;
+    }
+    let _ = writeln!(out, "| | Address | Action | Changes |\n|---|---|---|---|");
+    for a in changes {
+        let fields = match a.action {
+            Change::Update | Change::Replace => a
+                .fields
+                .iter()
+                .map(|f| format!("`{}`: `{}` → `{}`", f.field, value(&f.before), value(&f.after)).replace('|', "\\|"))
+                .collect::<Vec<_>>()
+                .join("<br>"),
+            _ => String::new(),
+        };
+        let loss = a.data_loss.as_ref().map(|l| format!(" ⚠ {l}")).unwrap_or_default();
+        let _ = writeln!(out, "| `{}` | `{}` | {}{loss} | {fields} |", symbol(a.action), a.address, a.action.as_str());
+    }
+    out
+}
+
+pub fn plan(plan: &Plan, format: Format, style: Style) -> String {
+    match format {
+        Format::Human => human(plan, style),
+        Format::Json => json(plan),
+        Format::Markdown => markdown(plan),
+    }
+}
+
+fn past(c: Change) -> &'static str {
+    match c {
+        Change::Create => "created",
+        Change::Update => "updated",
+        Change::Replace => "replaced",
+        Change::Delete => "deleted",
+        Change::NoOp => "unchanged",
+    }
+}
+
+/// One line per finished step, for logs and non-interactive terminals.
+pub fn step_line(s: &crate::apply::StepReport) -> String {
+    match &s.outcome {
+        Outcome::Done => format!("{:<9} {} ({:.1}s)", past(s.action), s.address, s.seconds),
+        Outcome::Failed { error } => format!("FAILED    {}: {error}", s.address),
+        Outcome::Skipped { reason } => format!("skipped   {} ({reason})", s.address),
+    }
+}
+
+pub fn report(r: &Report) -> String {
+    let done = r.count(|o| *o == Outcome::Done);
+    let failed = r.count(|o| matches!(o, Outcome::Failed { .. }));
+    let skipped = r.count(|o| matches!(o, Outcome::Skipped { .. }));
+    let mut out = String::new();
+    for s in r.steps.iter().filter(|s| s.outcome != Outcome::Done) {
+        let _ = writeln!(out, "{}", step_line(s));
+    }
+    let _ = writeln!(out, "Applied: {done} changed, {failed} failed, {skipped} skipped.");
+    if failed > 0 || skipped > 0 {
+        let _ = writeln!(out, "hint: fix the cause and run the same command again; finished steps are not repeated");
+    }
+    out
+}
