@@ -1,1 +1,9 @@
+//! slx's one integration-test binary.
 
+mod support;
+
+mod cli;
+mod e2e;
+mod emulator;
+mod provider;
+mod spec;

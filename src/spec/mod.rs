@@ -439,7 +439,48 @@ pub fn load_str(
 }
 
 /// The JSON Schema of the spec format, as checked in at `schemas/slx.schema.json`.
+///
+/// References expand before values are typed, so wherever the format wants a
+/// number, boolean or one of a set of names, a `${...}` reference is accepted too.
 pub fn json_schema() -> String {
     let schema = schemars::schema_for!(Spec);
-    serde_json::to_string_pretty(&schema).expect("schema serializes") + "\n"
+    let mut v = serde_json::to_value(&schema).expect("schema serializes");
+    allow_references(&mut v);
+    v["$defs"]["Reference"] = serde_json::json!({
+        "description": "A ${...} reference, expanded before the value is checked.",
+        "type": "string",
+        "pattern": "^\\$\\{[^}]+\\}$"
+    });
+    serde_json::to_string_pretty(&v).expect("schema serializes") + "\n"
+}
+
+fn allow_references(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            for child in m.values_mut() {
+                allow_references(child);
+            }
+            let types: Vec<&str> = match m.get("type") {
+                Some(Value::String(t)) => vec![t.as_str()],
+                Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            let scalar = types.iter().any(|t| matches!(*t, "integer" | "number" | "boolean")) || m.contains_key("enum");
+            if scalar {
+                let description = m.remove("description");
+                let default = m.remove("default");
+                let inner = Value::Object(std::mem::take(m));
+                m.insert("anyOf".into(), serde_json::json!([inner, { "$ref": "#/$defs/Reference" }]));
+                if let Some(d) = description {
+                    m.insert("description".into(), d);
+                }
+                if let Some(d) = default.filter(|d| !d.is_null()) {
+                    m.insert("default".into(), d);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(allow_references),
+        _ => {}
+    }
 }

@@ -1,0 +1,95 @@
+//! The command line without AWS: validation errors, exit codes, schema.
+
+use crate::support::{Emulator, root, slx_with_endpoint, venv_python};
+
+#[test]
+fn invalid_spec_fails_with_location_and_hint_before_any_aws_call() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    let spec = dir.path().join("slx.yaml");
+    std::fs::write(&spec, "stack: shop\nfunctions:\n  api:\n    handler: app.h\n    runtime: python3.12\n    code: ./src\n    memory: 20000\n").unwrap();
+    let file = spec.to_str().unwrap();
+    for args in [vec!["plan", "-f", file], vec!["deploy", "-f", file, "--yes"], vec!["destroy", "-f", file, "--yes"]] {
+        let run = emu.slx(&args);
+        assert_eq!(run.code, 1, "{run:?}");
+        assert_eq!(run.stdout, "", "errors go to stderr only");
+        assert_eq!(
+            run.stderr,
+            format!("error: memory 20000 MB is out of range 128..10240 MB\n  --> {file}:7:13 (function.api)\nhint: Lambda accepts 128 to 10240 MB\n")
+        );
+    }
+    assert!(emu.calls().is_empty(), "an invalid spec must not reach AWS: {:?}", emu.calls());
+}
+
+#[test]
+fn validate_needs_no_aws() {
+    let run = slx_with_endpoint(Some("http://127.0.0.1:9"), &["validate", "-f", root().join("examples/queue-worker/slx.yaml").to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("valid (2 functions, 3 queues, 9 resources)"), "{run:?}");
+}
+
+#[test]
+fn missing_spec_file_has_a_hint() {
+    let run = slx_with_endpoint(None, &["validate", "-f", "/nonexistent/slx.yaml"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.starts_with("error: cannot read /nonexistent/slx.yaml"), "{run:?}");
+    assert!(run.stderr.contains("hint: pass the spec with -f FILE"), "{run:?}");
+}
+
+#[test]
+fn unreachable_endpoint_explains_itself() {
+    let run = slx_with_endpoint(Some("http://127.0.0.1:9"), &["plan", "-f", root().join("examples/queue-worker/slx.yaml").to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("cannot reach AWS"), "{run:?}");
+    assert!(run.stderr.contains("hint: check --endpoint-url"), "{run:?}");
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let run = slx_with_endpoint(None, &["--help"]);
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.contains("2  with --detailed-exitcode: the plan has changes"), "{}", run.stdout);
+}
+
+#[test]
+fn checked_in_schema_is_current() {
+    let run = slx_with_endpoint(None, &["schema"]);
+    assert_eq!(run.code, 0);
+    let checked_in = std::fs::read_to_string(root().join("schemas/slx.schema.json")).unwrap();
+    assert!(checked_in == run.stdout, "schemas/slx.schema.json is stale; regenerate it with `cargo run -- schema > schemas/slx.schema.json`");
+}
+
+/// Every example validates against the schema (with an independent validator) and with slx.
+#[test]
+fn examples_validate_against_the_schema() {
+    let python = venv_python();
+    let mut specs = Vec::new();
+    for e in std::fs::read_dir(root().join("examples")).unwrap() {
+        let p = e.unwrap().path().join("slx.yaml");
+        if p.exists() {
+            specs.push(p);
+        }
+    }
+    assert!(!specs.is_empty());
+    let script = "import json, sys, yaml, jsonschema\nschema = json.load(open(sys.argv[1]))\nfor path in sys.argv[2:]:\n    jsonschema.validate(yaml.safe_load(open(path)), schema)\n    print('ok', path)\n";
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg("-c").arg(script).arg(root().join("schemas/slx.schema.json"));
+    cmd.args(&specs);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), specs.len());
+    for s in &specs {
+        let run = slx_with_endpoint(None, &["validate", "-f", s.to_str().unwrap()]);
+        assert_eq!(run.code, 0, "{}: {run:?}", s.display());
+    }
+}
+
+/// The schema is strict: an unknown key fails the independent validator too.
+#[test]
+fn schema_rejects_unknown_keys() {
+    let python = venv_python();
+    let script = "import json, sys, jsonschema\nschema = json.load(open(sys.argv[1]))\ntry:\n    jsonschema.validate({'stack': 'x', 'functions': {'a': {'memroy': 1}}}, schema)\nexcept jsonschema.ValidationError as e:\n    print(e.message)\n";
+    let out = std::process::Command::new(python).arg("-c").arg(script).arg(root().join("schemas/slx.schema.json")).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "Additional properties are not allowed ('memroy' was unexpected)");
+}

@@ -1,0 +1,264 @@
+//! End to end against the emulator, checked through the AWS API.
+
+use crate::support::{Emulator, copy_example, edit};
+use aws_sdk_sqs::types::QueueAttributeName as A;
+use serde_json::Value;
+use std::collections::HashMap;
+
+struct Aws {
+    lambda: aws_sdk_lambda::Client,
+    sqs: aws_sdk_sqs::Client,
+    iam: aws_sdk_iam::Client,
+    logs: aws_sdk_cloudwatchlogs::Client,
+}
+
+impl Aws {
+    async fn new(emu: &Emulator) -> Aws {
+        let c = emu.sdk().await;
+        Aws {
+            lambda: aws_sdk_lambda::Client::new(&c),
+            sqs: aws_sdk_sqs::Client::new(&c),
+            iam: aws_sdk_iam::Client::new(&c),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&c),
+        }
+    }
+
+    async fn function(&self, name: &str) -> aws_sdk_lambda::operation::get_function::GetFunctionOutput {
+        self.lambda.get_function().function_name(name).send().await.unwrap_or_else(|e| panic!("{name}: {e:?}"))
+    }
+
+    async fn queue_url(&self, name: &str) -> Option<String> {
+        self.sqs.get_queue_url().queue_name(name).send().await.ok().and_then(|o| o.queue_url().map(String::from))
+    }
+
+    async fn queue_attrs(&self, name: &str) -> HashMap<A, String> {
+        let url = self.queue_url(name).await.unwrap_or_else(|| panic!("queue {name} missing"));
+        self.sqs.get_queue_attributes().queue_url(url).attribute_names(A::All).send().await.unwrap().attributes().unwrap().clone()
+    }
+
+    async fn queue_tags(&self, name: &str) -> HashMap<String, String> {
+        let url = self.queue_url(name).await.unwrap();
+        self.sqs.list_queue_tags().queue_url(url).send().await.unwrap().tags().cloned().unwrap_or_default()
+    }
+
+    async fn role_policy(&self, role: &str) -> Value {
+        let doc = self.iam.get_role_policy().role_name(role).policy_name("slx").send().await.unwrap();
+        let text = doc.policy_document();
+        let decoded = if text.starts_with('{') { text.to_string() } else { percent_decode(text) };
+        serde_json::from_str(&decoded).unwrap()
+    }
+
+    /// Everything in the account whose name says it is part of the stack.
+    async fn leftovers(&self, prefix: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for f in self.lambda.list_functions().send().await.unwrap().functions() {
+            if f.function_name().unwrap().starts_with(prefix) {
+                out.push(format!("function {}", f.function_name().unwrap()));
+            }
+        }
+        for q in self.sqs.list_queues().queue_name_prefix(prefix).send().await.unwrap().queue_urls() {
+            out.push(format!("queue {q}"));
+        }
+        for r in self.iam.list_roles().send().await.unwrap().roles() {
+            if r.role_name().starts_with(prefix) {
+                out.push(format!("role {}", r.role_name()));
+            }
+        }
+        let groups = self.logs.describe_log_groups().log_group_name_prefix(format!("/aws/lambda/{prefix}")).send().await.unwrap();
+        for g in groups.log_groups() {
+            out.push(format!("log group {}", g.log_group_name().unwrap()));
+        }
+        out
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn statement<'a>(policy: &'a Value, sid: &str) -> &'a Value {
+    policy["Statement"].as_array().unwrap().iter().find(|s| s["Sid"] == sid).unwrap_or_else(|| panic!("no {sid} in {policy}"))
+}
+
+#[tokio::test]
+async fn queue_worker_lifecycle() {
+    let emu = Emulator::start();
+    let aws = Aws::new(&emu).await;
+    let dir = copy_example("queue-worker");
+    let spec = dir.path().join("slx.yaml");
+    let file = spec.to_str().unwrap();
+
+    // First deploy creates everything.
+    let run = emu.slx(&["deploy", "-f", file, "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("Plan: 9 to create, 0 to update, 0 to replace, 0 to delete, 0 unchanged."), "{run:?}");
+    assert!(run.stdout.contains("Applied: 9 changed, 0 failed, 0 skipped."), "{run:?}");
+
+    // Queues, redrive and tags, as specified.
+    let orders = aws.queue_attrs("orders-dev-orders").await;
+    let dlq = aws.queue_attrs("orders-dev-orders-dlq").await;
+    assert_eq!(orders[&A::VisibilityTimeout], "60");
+    let redrive: Value = serde_json::from_str(&orders[&A::RedrivePolicy]).unwrap();
+    assert_eq!(redrive["deadLetterTargetArn"], dlq[&A::QueueArn].as_str());
+    assert_eq!(redrive["maxReceiveCount"].to_string().trim_matches('"'), "5");
+    assert_eq!(dlq[&A::MessageRetentionPeriod], "1209600");
+    let tags = aws.queue_tags("orders-dev-orders").await;
+    assert_eq!(tags.get("slx:stack").map(String::as_str), Some("orders"));
+    assert_eq!(tags.get("slx:stage").map(String::as_str), Some("dev"));
+    assert_eq!(tags.get("slx:address").map(String::as_str), Some("queue.orders"));
+    let failed_arn = aws.queue_attrs("orders-dev-failed-invocations").await[&A::QueueArn].clone();
+
+    // Functions, with values from defaults, vars and references.
+    let intake = aws.function("orders-dev-intake").await;
+    let c = intake.configuration().unwrap();
+    assert_eq!(c.memory_size(), Some(256), "defaults.memory from vars");
+    assert_eq!(c.timeout(), Some(10));
+    assert_eq!(c.runtime().unwrap().as_str(), "python3.12");
+    assert_eq!(c.architectures()[0].as_str(), "arm64");
+    assert_eq!(c.handler(), Some("app.handler"));
+    let env = c.environment().unwrap().variables().unwrap();
+    assert_eq!(env.get("QUEUE_URL"), aws.queue_url("orders-dev-orders").await.as_ref());
+    assert_eq!(env.get("STAGE").map(String::as_str), Some("dev"));
+    assert_eq!(c.dead_letter_config().and_then(|d| d.target_arn()), Some(failed_arn.as_str()));
+    assert!(c.role().unwrap().ends_with(":role/slx/orders/dev/orders-dev-intake"), "{:?}", c.role());
+    let pkg = slx::package::build(&dir.path().join("src/intake")).unwrap();
+    assert_eq!(c.code_sha256(), Some(pkg.sha256.as_str()), "the deterministic zip is what was uploaded");
+    let itags = intake.tags().unwrap();
+    assert_eq!(itags.get("team").map(String::as_str), Some("payments"));
+    assert_eq!(itags.get("slx:address").map(String::as_str), Some("function.intake"));
+
+    let worker = aws.function("orders-dev-worker").await;
+    assert_eq!(worker.configuration().unwrap().memory_size(), Some(512));
+    assert_eq!(worker.configuration().unwrap().timeout(), Some(30));
+    assert_eq!(worker.concurrency().and_then(|c| c.reserved_concurrent_executions()), Some(5));
+    let eic = aws.lambda.get_function_event_invoke_config().function_name("orders-dev-worker").send().await.unwrap();
+    assert_eq!(eic.maximum_retry_attempts(), Some(1));
+    assert_eq!(eic.maximum_event_age_in_seconds(), Some(3600));
+    assert_eq!(eic.destination_config().unwrap().on_failure().unwrap().destination(), Some(failed_arn.as_str()));
+
+    // Roles: trust, least-privilege inline policy, no wildcard resources, tags.
+    let role = aws.iam.get_role().role_name("orders-dev-worker").send().await.unwrap();
+    let role = role.role().unwrap();
+    assert_eq!(role.path(), "/slx/orders/dev/");
+    assert!(role.tags().iter().any(|t| t.key() == "slx:address" && t.value() == "role.worker"));
+    let wp = aws.role_policy("orders-dev-worker").await;
+    assert_eq!(statement(&wp, "ConsumeQueues")["Resource"], serde_json::json!([orders[&A::QueueArn]]));
+    assert_eq!(statement(&wp, "SendToQueues")["Resource"], serde_json::json!([failed_arn]));
+    assert_eq!(statement(&wp, "Logs")["Resource"], serde_json::json!(["arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/orders-dev-worker:*"]));
+    let ip = aws.role_policy("orders-dev-intake").await;
+    assert_eq!(statement(&ip, "SendToQueues")["Resource"], serde_json::json!([failed_arn, orders[&A::QueueArn]]));
+    for p in [&wp, &ip] {
+        for s in p["Statement"].as_array().unwrap() {
+            for r in s["Resource"].as_array().unwrap() {
+                assert!(!r.as_str().unwrap().contains('*') || r.as_str().unwrap().ends_with(":log-group:/aws/lambda/orders-dev-worker:*") || r.as_str().unwrap().ends_with(":log-group:/aws/lambda/orders-dev-intake:*"), "wildcard resource {r}");
+            }
+        }
+    }
+
+    // Log groups with retention and tags.
+    let groups = aws.logs.describe_log_groups().log_group_name_prefix("/aws/lambda/orders-dev-").send().await.unwrap();
+    assert_eq!(groups.log_groups().len(), 2);
+    assert!(groups.log_groups().iter().all(|g| g.retention_in_days() == Some(14)));
+
+    // No change: plan exits 0 and a deploy makes no write call.
+    emu.reset_calls();
+    let run = emu.slx(&["plan", "-f", file, "--detailed-exitcode"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("No changes. 9 resources match the spec."), "{run:?}");
+    let run = emu.slx(&["deploy", "-f", file, "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(emu.writes().iter().map(|c| &c.operation).collect::<Vec<_>>(), Vec::<&String>::new(), "a no-op deploy writes nothing");
+
+    // Drift: memory changed behind slx's back is found and restored.
+    aws.lambda.update_function_configuration().function_name("orders-dev-worker").memory_size(1024).send().await.unwrap();
+    let run = emu.slx(&["plan", "-f", file, "--detailed-exitcode"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stdout.contains("~ function.worker  update  orders-dev-worker\n      memory: 1024 → 512\n"), "{run:?}");
+    assert!(run.stdout.contains("Plan: 0 to create, 1 to update, 0 to replace, 0 to delete, 8 unchanged."), "{run:?}");
+    let json = emu.slx(&["plan", "-f", file, "--format", "json"]);
+    let plan: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(plan["format_version"], 1);
+    let action = plan["actions"].as_array().unwrap().iter().find(|a| a["address"] == "function.worker").unwrap();
+    assert_eq!(action["action"], "update");
+    assert_eq!(action["fields"], serde_json::json!([{ "field": "memory", "before": 1024, "after": 512 }]));
+    assert_eq!(action["calls"], serde_json::json!(["lambda:UpdateFunctionConfiguration"]));
+    let run = emu.slx(&["deploy", "-f", file, "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(aws.function("orders-dev-worker").await.configuration().unwrap().memory_size(), Some(512));
+
+    // A code change uploads only that function's code.
+    std::fs::write(dir.path().join("src/worker/app.py"), "def handler(event, context):\n    return {'batchItemFailures': []}\n").unwrap();
+    emu.reset_calls();
+    let run = emu.slx(&["deploy", "-f", file, "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let writes: Vec<(String, String)> = emu.writes().into_iter().map(|c| (c.operation, c.path)).collect();
+    assert_eq!(writes, vec![("UpdateFunctionCode".to_string(), "/2015-03-31/functions/orders-dev-worker/code".to_string())]);
+    let new_sha = slx::package::build(&dir.path().join("src/worker")).unwrap().sha256;
+    assert_eq!(aws.function("orders-dev-worker").await.configuration().unwrap().code_sha256(), Some(new_sha.as_str()));
+
+    // Removing a queue from the spec plans its deletion; a queue holding
+    // messages is not deleted without --force, and nothing else is lost.
+    let spec_text = std::fs::read_to_string(&spec).unwrap();
+    let trimmed: String = spec_text.lines().filter(|l| !l.contains("failed-invocations")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&spec, trimmed).unwrap();
+    let run = emu.slx(&["plan", "-f", file]);
+    assert!(run.stdout.contains("  - queue.failed-invocations"), "{run:?}");
+    assert!(run.stdout.contains("delete  orders-dev-failed-invocations"), "{run:?}");
+    let failed_url = aws.queue_url("orders-dev-failed-invocations").await.unwrap();
+    aws.sqs.send_message().queue_url(&failed_url).message_body("precious").send().await.unwrap();
+    let run = emu.slx(&["deploy", "-f", file, "--yes"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("! holds 1 message; deleting it destroys them and needs --force"), "{run:?}");
+    assert!(run.stderr.contains("refusing to delete queue orders-dev-failed-invocations: it holds 1 message"), "{run:?}");
+    assert!(aws.queue_url("orders-dev-failed-invocations").await.is_some(), "the queue with a message survives");
+    let intake = aws.function("orders-dev-intake").await;
+    assert_eq!(intake.configuration().unwrap().dead_letter_config().and_then(|d| d.target_arn()), None, "independent updates still applied");
+    let run = emu.slx(&["deploy", "-f", file, "--yes", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(aws.queue_url("orders-dev-failed-invocations").await.is_none());
+    let run = emu.slx(&["plan", "-f", file, "--detailed-exitcode"]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    // Destroy leaves nothing of the stack; a stranger's resource with the same prefix survives.
+    aws.sqs.create_queue().queue_name("orders-dev-handmade").send().await.unwrap();
+    let run = emu.slx(&["destroy", "-f", file, "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let left = aws.leftovers("orders-dev-").await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].ends_with("/orders-dev-handmade"), "{left:?}");
+}
+
+#[tokio::test]
+async fn existing_resource_slx_does_not_own_is_refused_then_adopted() {
+    let emu = Emulator::start();
+    let aws = Aws::new(&emu).await;
+    let dir = copy_example("queue-worker");
+    let file = dir.path().join("slx.yaml");
+    let file = file.to_str().unwrap();
+    aws.sqs.create_queue().queue_name("orders-dev-orders").send().await.unwrap();
+    emu.reset_calls();
+    let run = emu.slx(&["deploy", "-f", file, "--yes"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("error: queue `orders-dev-orders` already exists and slx did not create it"), "{run:?}");
+    assert!(run.stderr.contains("hint: rename the resource in the spec, delete the existing one, or pass --adopt"), "{run:?}");
+    assert!(emu.writes().is_empty(), "nothing is created when the plan is refused");
+
+    let run = emu.slx(&["deploy", "-f", file, "--yes", "--adopt"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("queue.orders"), "{run:?}");
+    let tags = aws.queue_tags("orders-dev-orders").await;
+    assert_eq!(tags.get("slx:address").map(String::as_str), Some("queue.orders"));
+    assert_eq!(emu.slx(&["plan", "-f", file, "--detailed-exitcode"]).code, 0);
+}

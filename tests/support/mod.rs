@@ -1,0 +1,170 @@
+//! Test support: the emulator as a child process, the `slx` binary as a
+//! command, and SDK clients that check AWS state independently of slx.
+
+use serde::Deserialize;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A running emulator on a free loopback port, stopped on drop.
+pub struct Emulator {
+    child: Child,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Call {
+    pub service: String,
+    pub operation: String,
+    pub write: bool,
+    pub path: String,
+}
+
+impl Emulator {
+    pub fn start() -> Emulator {
+        let mut child = Command::new(root().join("scripts/emulator"))
+            .args(["--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("scripts/emulator starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        // The first start installs the pinned moto, which takes a while.
+        let line = rx.recv_timeout(Duration::from_secs(600)).expect("emulator prints its address");
+        let url = line.strip_prefix("ready ").expect("ready line").to_string();
+        Emulator { child, url }
+    }
+
+    fn request(&self, method: &str, path: &str, body: &str) -> String {
+        let addr = self.url.trim_start_matches("http://");
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\nContent-Type: application/json\r\n\r\n{body}", body.len()).unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+    }
+
+    /// Every AWS call the emulator has answered since the last reset.
+    pub fn calls(&self) -> Vec<Call> {
+        serde_json::from_str(&self.request("GET", "/_slx/calls", "")).unwrap()
+    }
+
+    pub fn writes(&self) -> Vec<Call> {
+        self.calls().into_iter().filter(|c| c.write).collect()
+    }
+
+    pub fn reset_calls(&self) {
+        self.request("POST", "/_slx/calls/reset", "");
+    }
+
+    pub fn configure(&self, json: &str) {
+        let r = self.request("POST", "/_slx/config", json);
+        assert!(!r.contains("unknown settings"), "{r}");
+    }
+
+    pub async fn sdk(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&self.url)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_sts::config::Credentials::new("testing", "testing", None, None, "tests"))
+            .load()
+            .await
+    }
+
+    /// Runs `slx` against this emulator.
+    pub fn slx(&self, args: &[&str]) -> Run {
+        slx_with_endpoint(Some(&self.url), args)
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+pub fn slx_with_endpoint(endpoint: Option<&str>, args: &[&str]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_slx"));
+    cmd.args(args)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("SLX_STAGE")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    if let Some(e) = endpoint {
+        cmd.env("AWS_ENDPOINT_URL", e);
+    }
+    let out = cmd.output().expect("slx runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Copies an example into a temporary directory the test may edit.
+pub fn copy_example(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&root().join("examples").join(name), dir.path());
+    dir
+}
+
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}
+
+/// Edits a file in place, asserting the text to replace is there.
+pub fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{} does not contain {from:?}", path.display());
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+/// The Python of the emulator's virtualenv, installing it if needed.
+pub fn venv_python() -> PathBuf {
+    let status = Command::new(root().join("scripts/emulator")).arg("--install").status().unwrap();
+    assert!(status.success(), "emulator install failed");
+    std::env::var_os("SLX_EMULATOR_VENV").map(PathBuf::from).unwrap_or_else(|| root().join(".venv")).join("bin/python")
+}
