@@ -112,7 +112,9 @@ fn build_steps(plan: &Plan) -> Vec<Step<'_>> {
             let earlier_rank = y.kind.delete_rank() < x.kind.delete_rank();
             let redrives_into_x = x.kind == Kind::Queue
                 && y.kind == Kind::Queue
-                && y.config["dead_letter"]["queue_arn"].as_str().is_some_and(|arn| Some(arn) == x.outputs.get("arn").map(String::as_str));
+                && y.config["dead_letter"]["queue_arn"]
+                    .as_str()
+                    .is_some_and(|arn| Some(arn) == x.outputs.get("arn").map(String::as_str));
             if i != j && (earlier_rank || redrives_into_x) {
                 steps[i].deps.insert(j);
             }
@@ -122,7 +124,14 @@ fn build_steps(plan: &Plan) -> Vec<Step<'_>> {
 }
 
 /// Applies `plan`. `facts` carries identity and the outputs known at plan time.
-pub async fn apply(provider: Arc<dyn Provider>, graph: &Graph, plan: &Plan, mut facts: Facts, opts: Options, progress: &dyn Progress) -> Report {
+pub async fn apply(
+    provider: Arc<dyn Provider>,
+    graph: &Graph,
+    plan: &Plan,
+    mut facts: Facts,
+    opts: Options,
+    progress: &dyn Progress,
+) -> Report {
     let steps = build_steps(plan);
     let mut remaining: Vec<usize> = steps.iter().map(|s| s.deps.len()).collect();
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); steps.len()];
@@ -148,7 +157,15 @@ pub async fn apply(provider: Arc<dyn Provider>, graph: &Graph, plan: &Plan, mut 
             let task = match prepare(graph, &facts, step) {
                 Ok(t) => t,
                 Err(e) => {
-                    finish(i, Outcome::Failed { error: format!("{e:#}") }, 0.0, &steps, &mut state, &mut report, progress);
+                    finish(
+                        i,
+                        Outcome::Failed { error: format!("{e:#}") },
+                        0.0,
+                        &steps,
+                        &mut state,
+                        &mut report,
+                        progress,
+                    );
                     continue;
                 }
             };
@@ -203,17 +220,36 @@ pub async fn apply(provider: Arc<dyn Provider>, graph: &Graph, plan: &Plan, mut 
     report
 }
 
-fn finish(i: usize, outcome: Outcome, secs: f64, steps: &[Step], state: &mut [Option<Outcome>], report: &mut Report, progress: &dyn Progress) {
+fn finish(
+    i: usize,
+    outcome: Outcome,
+    secs: f64,
+    steps: &[Step],
+    state: &mut [Option<Outcome>],
+    report: &mut Report,
+    progress: &dyn Progress,
+) {
     let a = steps[i].action;
     let action = if steps[i].phase == Phase::Delete { Change::Delete } else { a.action };
-    let name = if steps[i].phase == Phase::Delete { a.before.as_ref().map_or(a.name.clone(), |b| b.name.clone()) } else { a.name.clone() };
+    let name = if steps[i].phase == Phase::Delete {
+        a.before.as_ref().map_or(a.name.clone(), |b| b.name.clone())
+    } else {
+        a.name.clone()
+    };
     let step = StepReport { address: a.address.clone(), name, action, outcome: outcome.clone(), seconds: secs };
     progress.finished(&step);
     report.steps.push(step);
     state[i] = Some(outcome);
 }
 
-fn skip_descendants(i: usize, steps: &[Step], dependents: &[Vec<usize>], state: &mut [Option<Outcome>], report: &mut Report, progress: &dyn Progress) {
+fn skip_descendants(
+    i: usize,
+    steps: &[Step],
+    dependents: &[Vec<usize>],
+    state: &mut [Option<Outcome>],
+    report: &mut Report,
+    progress: &dyn Progress,
+) {
     let failed = &steps[i].action.address;
     let mut stack = dependents[i].clone();
     while let Some(d) = stack.pop() {
@@ -266,7 +302,8 @@ fn prepare(graph: &Graph, facts: &Facts, step: &Step) -> Result<Task> {
 }
 
 async fn run(p: Arc<dyn Provider>, t: Task, force: bool) -> Result<Outputs> {
-    let desired = Desired { address: &t.address, kind: t.kind, name: &t.name, config: &t.config, package: t.package.as_deref() };
+    let desired =
+        Desired { address: &t.address, kind: t.kind, name: &t.name, config: &t.config, package: t.package.as_deref() };
     match (t.phase, t.action) {
         (Phase::Delete, _) => {
             let before = t.before.as_ref().expect("a delete has a live resource");
@@ -274,7 +311,9 @@ async fn run(p: Arc<dyn Provider>, t: Task, force: bool) -> Result<Outputs> {
             Ok(Outputs::new())
         }
         (Phase::Main, Change::Create) => p.create(desired).await,
-        (Phase::Main, Change::Update) => p.update(desired, t.before.as_ref().expect("an update has a live resource"), &t.changed).await,
+        (Phase::Main, Change::Update) => {
+            p.update(desired, t.before.as_ref().expect("an update has a live resource"), &t.changed).await
+        }
         (Phase::Main, Change::Replace) => {
             let before = t.before.as_ref().expect("a replace has a live resource");
             if before.name == t.name {

@@ -3,12 +3,12 @@
 use crate::apply::{self, Progress, StepReport};
 use crate::diag::Diagnostics;
 use crate::graph::{Facts, Graph};
+use crate::live;
 use crate::package::{self, Package};
 use crate::plan::{self, Change, Plan};
 use crate::provider::{Aws, AwsOptions, Identity, Provider};
 use crate::render::{self, Format, Style};
 use crate::spec::{self, Loaded};
-use crate::live;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use std::collections::HashMap;
@@ -184,7 +184,8 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
             let ctx = Session::prepare(&g, &s).await?;
             let plan = ctx.plan(adopt).await?;
             if let Some(path) = out {
-                std::fs::write(&path, render::json(&plan)).with_context(|| format!("cannot write {}", path.display()))?;
+                std::fs::write(&path, render::json(&plan))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
             }
             print!("{}", render::plan(&plan, format, style));
             Ok(if detailed_exitcode && plan.has_changes() { ExitCode::from(2) } else { ExitCode::SUCCESS })
@@ -242,17 +243,15 @@ fn confirm(yes: bool, question: &str) -> Result<()> {
         return Ok(());
     }
     if !std::io::stdin().is_terminal() {
-        bail!("refusing to change AWS without confirmation: stdin is not a terminal\nhint: pass --yes to apply without asking");
+        bail!(
+            "refusing to change AWS without confirmation: stdin is not a terminal\nhint: pass --yes to apply without asking"
+        );
     }
     eprint!("{question} [y/N] ");
     std::io::stderr().flush()?;
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
-    if matches!(answer.trim(), "y" | "Y" | "yes") {
-        Ok(())
-    } else {
-        bail!("cancelled; nothing was changed")
-    }
+    if matches!(answer.trim(), "y" | "Y" | "yes") { Ok(()) } else { bail!("cancelled; nothing was changed") }
 }
 
 /// A loaded spec connected to AWS.
@@ -288,7 +287,11 @@ impl Session {
     }
 
     async fn apply(&self, plan: &Plan, opts: apply::Options) -> Result<ExitCode> {
-        let mut facts = Facts { account: self.identity.account.clone(), region: self.identity.region.clone(), outputs: Default::default() };
+        let mut facts = Facts {
+            account: self.identity.account.clone(),
+            region: self.identity.region.clone(),
+            outputs: Default::default(),
+        };
         for a in &plan.actions {
             if let (Some(b), true) = (&a.before, a.action != Change::Delete) {
                 facts.outputs.insert(a.address.clone(), b.outputs.clone());
@@ -313,7 +316,9 @@ impl Lines {
         let tty = std::io::stderr().is_terminal() && std::env::var("CI").is_err();
         let bar = tty.then(|| {
             let b = indicatif::ProgressBar::new(steps);
-            b.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}").expect("valid template"));
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}").expect("valid template"),
+            );
             b
         });
         Lines { bar }

@@ -111,7 +111,9 @@ impl Graph {
                 let res = self.get(&address)?;
                 match (res.kind, attr.as_str()) {
                     (_, "name") => Some(res.name.clone()),
-                    (Kind::Queue, "arn") => Some(format!("arn:aws:sqs:{}:{}:{}", facts.region, facts.account, res.name)),
+                    (Kind::Queue, "arn") => {
+                        Some(format!("arn:aws:sqs:{}:{}:{}", facts.region, facts.account, res.name))
+                    }
                     (Kind::Function, "arn") => {
                         Some(format!("arn:aws:lambda:{}:{}:function:{}", facts.region, facts.account, res.name))
                     }
@@ -157,11 +159,22 @@ struct Builder<'a> {
 impl Builder<'_> {
     fn tags(&self, address: &str, user: &Tags) -> Tags {
         let mut t = user.clone();
-        t.extend(Owner { stack: self.l.spec.stack.clone(), stage: self.l.stage.clone(), address: address.to_string() }.tags());
+        t.extend(
+            Owner { stack: self.l.spec.stack.clone(), stage: self.l.stage.clone(), address: address.to_string() }
+                .tags(),
+        );
         t
     }
 
-    fn add(&mut self, kind: Kind, key: &str, name: String, config: Value, mut deps: BTreeSet<String>, spec_path: String) {
+    fn add(
+        &mut self,
+        kind: Kind,
+        key: &str,
+        name: String,
+        config: Value,
+        mut deps: BTreeSet<String>,
+        spec_path: String,
+    ) {
         let address = format!("{}.{key}", kind.prefix());
         ref_deps(&config, &mut deps);
         self.resources.push(Resource { address, kind, name, config, deps, package: None, spec_path });
@@ -186,11 +199,21 @@ pub fn build(l: &Loaded, packages: &HashMap<PathBuf, Arc<Package>>) -> Result<Gr
             receive_wait_time: q.receive_wait_time.map_or(0, |d| d.0),
             max_message_size: q.max_message_size.map_or(1_048_576, u64::from),
             content_based_deduplication: q.content_based_deduplication.unwrap_or(false),
-            dead_letter: q.dead_letter.as_ref().map(|d| Redrive { queue_arn: queue_arn(&d.queue), max_receives: d.max_receives }),
+            dead_letter: q
+                .dead_letter
+                .as_ref()
+                .map(|d| Redrive { queue_arn: queue_arn(&d.queue), max_receives: d.max_receives }),
             tags: b.tags(&address, &q.tags),
         };
         let deps = q.dead_letter.iter().map(|d| format!("queue.{}", d.queue)).collect();
-        b.add(Kind::Queue, name, l.queue_physical_name(name), serde_json::to_value(config).unwrap(), deps, format!("queues.{name}"));
+        b.add(
+            Kind::Queue,
+            name,
+            l.queue_physical_name(name),
+            serde_json::to_value(config).unwrap(),
+            deps,
+            format!("queues.{name}"),
+        );
     }
     for name in spec.functions.keys() {
         let f = l.function(name);
@@ -200,11 +223,25 @@ pub fn build(l: &Loaded, packages: &HashMap<PathBuf, Arc<Package>>) -> Result<Gr
         let spec_path = format!("functions.{name}");
 
         let log_group = format!("/aws/lambda/{physical}");
-        let log_config = LogGroupConfig { retention_days: f.log_retention_days, tags: b.tags(&format!("log_group.{name}"), &f.tags) };
-        b.add(Kind::LogGroup, name, log_group.clone(), serde_json::to_value(log_config).unwrap(), BTreeSet::new(), spec_path.clone());
+        let log_config = LogGroupConfig {
+            retention_days: f.log_retention_days,
+            tags: b.tags(&format!("log_group.{name}"), &f.tags),
+        };
+        b.add(
+            Kind::LogGroup,
+            name,
+            log_group.clone(),
+            serde_json::to_value(log_config).unwrap(),
+            BTreeSet::new(),
+            spec_path.clone(),
+        );
 
         let async_target = |target: &str| -> (String, Option<String>) {
-            if target.starts_with("arn:") { (target.to_string(), None) } else { (queue_arn(target), Some(format!("queue.{target}"))) }
+            if target.starts_with("arn:") {
+                (target.to_string(), None)
+            } else {
+                (queue_arn(target), Some(format!("queue.{target}")))
+            }
         };
         let mut fn_deps: BTreeSet<String> = [format!("role.{name}"), format!("log_group.{name}")].into();
         let mut statements = vec![json!({
@@ -219,7 +256,11 @@ pub fn build(l: &Loaded, packages: &HashMap<PathBuf, Arc<Package>>) -> Result<Gr
         let dead_letter_target = f.dead_letter_queue.as_deref().map(|t| {
             let (arn, dep) = async_target(t);
             fn_deps.extend(dep);
-            if arn.contains(":sns:") { sns_to.insert(arn.clone()) } else { send_to.insert(arn.clone()) };
+            if arn.contains(":sns:") {
+                sns_to.insert(arn.clone())
+            } else {
+                send_to.insert(arn.clone())
+            };
             arn
         });
         let async_config = f.async_config.as_ref().map(|a| {
@@ -262,11 +303,17 @@ pub fn build(l: &Loaded, packages: &HashMap<PathBuf, Arc<Package>>) -> Result<Gr
             }
         };
         grant("SendToQueues", &["sqs:SendMessage"], &send_to);
-        grant("ConsumeQueues", &["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"], &consume);
+        grant(
+            "ConsumeQueues",
+            &["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"],
+            &consume,
+        );
         grant("PublishToTopics", &["sns:Publish"], &sns_to);
         grant("InvokeFunctions", &["lambda:InvokeFunction"], &invoke);
         for (i, p) in f.permissions.iter().enumerate() {
-            statements.push(json!({ "Sid": format!("Custom{i}"), "Effect": "Allow", "Action": p.allow, "Resource": p.resources }));
+            statements.push(
+                json!({ "Sid": format!("Custom{i}"), "Effect": "Allow", "Action": p.allow, "Resource": p.resources }),
+            );
         }
         let role = RoleConfig {
             path: format!("/slx/{}/{}/", spec.stack, l.stage),
@@ -277,7 +324,14 @@ pub fn build(l: &Loaded, packages: &HashMap<PathBuf, Arc<Package>>) -> Result<Gr
             policy: json!({ "Version": "2012-10-17", "Statement": statements }),
             tags: b.tags(&format!("role.{name}"), &f.tags),
         };
-        b.add(Kind::Role, name, physical.clone(), serde_json::to_value(&role).unwrap(), BTreeSet::new(), spec_path.clone());
+        b.add(
+            Kind::Role,
+            name,
+            physical.clone(),
+            serde_json::to_value(&role).unwrap(),
+            BTreeSet::new(),
+            spec_path.clone(),
+        );
 
         let code = l.dir.join(f.code.as_deref().unwrap_or_default());
         let package = packages.get(&code).cloned();

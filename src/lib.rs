@@ -4,14 +4,14 @@
 //! (resources, edges, order) → [`provider`] (live state) → [`plan`] (pure diff)
 //! → [`render`] / [`apply`]. [`cli`] wires them together.
 
-pub mod diag;
-pub mod spec;
-pub mod graph;
-pub mod package;
-pub mod resource;
-pub mod provider;
-pub mod live;
-pub mod plan;
 pub mod apply;
-pub mod render;
 pub mod cli;
+pub mod diag;
+pub mod graph;
+pub mod live;
+pub mod package;
+pub mod plan;
+pub mod provider;
+pub mod render;
+pub mod resource;
+pub mod spec;

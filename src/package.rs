@@ -83,7 +83,8 @@ fn collect(root: &Path) -> Result<Vec<FileEntry>> {
         for entry in entries {
             let entry = entry?;
             let file_name = entry.file_name().to_string_lossy().into_owned();
-            if EXCLUDED_NAMES.contains(&file_name.as_str()) || EXCLUDED_SUFFIXES.iter().any(|s| file_name.ends_with(s)) {
+            if EXCLUDED_NAMES.contains(&file_name.as_str()) || EXCLUDED_SUFFIXES.iter().any(|s| file_name.ends_with(s))
+            {
                 continue;
             }
             let path = entry.path();

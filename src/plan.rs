@@ -79,7 +79,8 @@ pub struct Action {
 impl Action {
     /// Top-level fields that differ, as the provider's update wants them.
     pub fn changed_fields(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.fields.iter().map(|f| f.field.split('.').next().unwrap_or_default().to_string()).collect();
+        let mut out: Vec<String> =
+            self.fields.iter().map(|f| f.field.split('.').next().unwrap_or_default().to_string()).collect();
         out.dedup();
         out
     }
@@ -167,7 +168,8 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
     for r in &graph.resources {
         let (after, _unknown) = graph.resolve(&r.config, &facts);
         let depends_on: Vec<String> = r.deps.iter().cloned().collect();
-        let previous = live.orphans.iter().find(|o| o.kind == r.kind && o.owner().is_some_and(|ow| ow.address == r.address));
+        let previous =
+            live.orphans.iter().find(|o| o.kind == r.kind && o.owner().is_some_and(|ow| ow.address == r.address));
         let (action, before, fields, adopt) = match live.desired.get(&r.address) {
             None => match previous {
                 Some(old) => {
@@ -177,11 +179,14 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
                 None => (Change::Create, None, diff(r.kind, &Value::Null, &after), false),
             },
             Some(l) => {
-                let expected = Owner { stack: graph.stack.clone(), stage: graph.stage.clone(), address: r.address.clone() };
+                let expected =
+                    Owner { stack: graph.stack.clone(), stage: graph.stage.clone(), address: r.address.clone() };
                 let adopt = l.owner().as_ref() != Some(&expected);
                 if adopt && !opts.adopt {
                     let whose = match l.owner() {
-                        Some(o) => format!("it belongs to slx stack `{}` stage `{}` as {}", o.stack, o.stage, o.address),
+                        Some(o) => {
+                            format!("it belongs to slx stack `{}` stage `{}` as {}", o.stack, o.stage, o.address)
+                        }
                         None => "slx did not create it".to_string(),
                     };
                     errors.push(
@@ -207,7 +212,8 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
             Change::Create => planned_calls(r.kind, "create", &[]),
             Change::Replace => [planned_calls(r.kind, "create", &[]), planned_calls(r.kind, "delete", &[])].concat(),
             Change::Update => {
-                let changed: Vec<String> = fields.iter().map(|f| f.field.split('.').next().unwrap_or_default().to_string()).collect();
+                let changed: Vec<String> =
+                    fields.iter().map(|f| f.field.split('.').next().unwrap_or_default().to_string()).collect();
                 planned_calls(r.kind, "update", &changed)
             }
             _ => Vec::new(),
@@ -289,7 +295,12 @@ mod tests {
         let fields: Vec<(&str, bool)> = d.iter().map(|f| (f.field.as_str(), f.forces_replacement)).collect();
         assert_eq!(
             fields,
-            vec![("dead_letter", false), ("dead_letter.max_receives", false), ("dead_letter.queue_arn", false), ("fifo", true), ("tags.b", false)]
+            vec![
+                ("dead_letter.max_receives", false),
+                ("dead_letter.queue_arn", false),
+                ("fifo", true),
+                ("tags.b", false)
+            ]
         );
     }
 

@@ -167,10 +167,7 @@ pub struct Live {
 
 impl Live {
     pub fn tags(&self) -> Tags {
-        self.config
-            .get("tags")
-            .and_then(|t| serde_json::from_value(t.clone()).ok())
-            .unwrap_or_default()
+        self.config.get("tags").and_then(|t| serde_json::from_value(t.clone()).ok()).unwrap_or_default()
     }
 
     pub fn owner(&self) -> Option<Owner> {

@@ -16,7 +16,9 @@ fn invalid_spec_fails_with_location_and_hint_before_any_aws_call() {
         assert_eq!(run.stdout, "", "errors go to stderr only");
         assert_eq!(
             run.stderr,
-            format!("error: memory 20000 MB is out of range 128..10240 MB\n  --> {file}:7:13 (function.api)\nhint: Lambda accepts 128 to 10240 MB\n")
+            format!(
+                "error: memory 20000 MB is out of range 128..10240 MB\n  --> {file}:7:13 (function.api)\nhint: Lambda accepts 128 to 10240 MB\n"
+            )
         );
     }
     assert!(emu.calls().is_empty(), "an invalid spec must not reach AWS: {:?}", emu.calls());
@@ -24,7 +26,10 @@ fn invalid_spec_fails_with_location_and_hint_before_any_aws_call() {
 
 #[test]
 fn validate_needs_no_aws() {
-    let run = slx_with_endpoint(Some("http://127.0.0.1:9"), &["validate", "-f", root().join("examples/queue-worker/slx.yaml").to_str().unwrap()]);
+    let run = slx_with_endpoint(
+        Some("http://127.0.0.1:9"),
+        &["validate", "-f", root().join("examples/queue-worker/slx.yaml").to_str().unwrap()],
+    );
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stderr.contains("valid (2 functions, 3 queues, 9 resources)"), "{run:?}");
 }
@@ -39,7 +44,10 @@ fn missing_spec_file_has_a_hint() {
 
 #[test]
 fn unreachable_endpoint_explains_itself() {
-    let run = slx_with_endpoint(Some("http://127.0.0.1:9"), &["plan", "-f", root().join("examples/queue-worker/slx.yaml").to_str().unwrap()]);
+    let run = slx_with_endpoint(
+        Some("http://127.0.0.1:9"),
+        &["plan", "-f", root().join("examples/queue-worker/slx.yaml").to_str().unwrap()],
+    );
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("cannot reach AWS"), "{run:?}");
     assert!(run.stderr.contains("hint: check --endpoint-url"), "{run:?}");
@@ -57,7 +65,10 @@ fn checked_in_schema_is_current() {
     let run = slx_with_endpoint(None, &["schema"]);
     assert_eq!(run.code, 0);
     let checked_in = std::fs::read_to_string(root().join("schemas/slx.schema.json")).unwrap();
-    assert!(checked_in == run.stdout, "schemas/slx.schema.json is stale; regenerate it with `cargo run -- schema > schemas/slx.schema.json`");
+    assert!(
+        checked_in == run.stdout,
+        "schemas/slx.schema.json is stale; regenerate it with `cargo run -- schema > schemas/slx.schema.json`"
+    );
 }
 
 /// Every example validates against the schema (with an independent validator) and with slx.
@@ -90,6 +101,14 @@ fn examples_validate_against_the_schema() {
 fn schema_rejects_unknown_keys() {
     let python = venv_python();
     let script = "import json, sys, jsonschema\nschema = json.load(open(sys.argv[1]))\ntry:\n    jsonschema.validate({'stack': 'x', 'functions': {'a': {'memroy': 1}}}, schema)\nexcept jsonschema.ValidationError as e:\n    print(e.message)\n";
-    let out = std::process::Command::new(python).arg("-c").arg(script).arg(root().join("schemas/slx.schema.json")).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "Additional properties are not allowed ('memroy' was unexpected)");
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(root().join("schemas/slx.schema.json"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "Additional properties are not allowed ('memroy' was unexpected)"
+    );
 }

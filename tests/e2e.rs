@@ -33,7 +33,16 @@ impl Aws {
 
     async fn queue_attrs(&self, name: &str) -> HashMap<A, String> {
         let url = self.queue_url(name).await.unwrap_or_else(|| panic!("queue {name} missing"));
-        self.sqs.get_queue_attributes().queue_url(url).attribute_names(A::All).send().await.unwrap().attributes().unwrap().clone()
+        self.sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(A::All)
+            .send()
+            .await
+            .unwrap()
+            .attributes()
+            .unwrap()
+            .clone()
     }
 
     async fn queue_tags(&self, name: &str) -> HashMap<String, String> {
@@ -64,7 +73,13 @@ impl Aws {
                 out.push(format!("role {}", r.role_name()));
             }
         }
-        let groups = self.logs.describe_log_groups().log_group_name_prefix(format!("/aws/lambda/{prefix}")).send().await.unwrap();
+        let groups = self
+            .logs
+            .describe_log_groups()
+            .log_group_name_prefix(format!("/aws/lambda/{prefix}"))
+            .send()
+            .await
+            .unwrap();
         for g in groups.log_groups() {
             out.push(format!("log group {}", g.log_group_name().unwrap()));
         }
@@ -89,7 +104,12 @@ fn percent_decode(s: &str) -> String {
 }
 
 fn statement<'a>(policy: &'a Value, sid: &str) -> &'a Value {
-    policy["Statement"].as_array().unwrap().iter().find(|s| s["Sid"] == sid).unwrap_or_else(|| panic!("no {sid} in {policy}"))
+    policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == sid)
+        .unwrap_or_else(|| panic!("no {sid} in {policy}"))
 }
 
 #[tokio::test]
@@ -156,13 +176,21 @@ async fn queue_worker_lifecycle() {
     let wp = aws.role_policy("orders-dev-worker").await;
     assert_eq!(statement(&wp, "ConsumeQueues")["Resource"], serde_json::json!([orders[&A::QueueArn]]));
     assert_eq!(statement(&wp, "SendToQueues")["Resource"], serde_json::json!([failed_arn]));
-    assert_eq!(statement(&wp, "Logs")["Resource"], serde_json::json!(["arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/orders-dev-worker:*"]));
+    assert_eq!(
+        statement(&wp, "Logs")["Resource"],
+        serde_json::json!(["arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/orders-dev-worker:*"])
+    );
     let ip = aws.role_policy("orders-dev-intake").await;
     assert_eq!(statement(&ip, "SendToQueues")["Resource"], serde_json::json!([failed_arn, orders[&A::QueueArn]]));
     for p in [&wp, &ip] {
         for s in p["Statement"].as_array().unwrap() {
             for r in s["Resource"].as_array().unwrap() {
-                assert!(!r.as_str().unwrap().contains('*') || r.as_str().unwrap().ends_with(":log-group:/aws/lambda/orders-dev-worker:*") || r.as_str().unwrap().ends_with(":log-group:/aws/lambda/orders-dev-intake:*"), "wildcard resource {r}");
+                assert!(
+                    !r.as_str().unwrap().contains('*')
+                        || r.as_str().unwrap().ends_with(":log-group:/aws/lambda/orders-dev-worker:*")
+                        || r.as_str().unwrap().ends_with(":log-group:/aws/lambda/orders-dev-intake:*"),
+                    "wildcard resource {r}"
+                );
             }
         }
     }
@@ -179,10 +207,20 @@ async fn queue_worker_lifecycle() {
     assert!(run.stdout.contains("No changes. 9 resources match the spec."), "{run:?}");
     let run = emu.slx(&["deploy", "-f", file, "--yes"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(emu.writes().iter().map(|c| &c.operation).collect::<Vec<_>>(), Vec::<&String>::new(), "a no-op deploy writes nothing");
+    assert_eq!(
+        emu.writes().iter().map(|c| &c.operation).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "a no-op deploy writes nothing"
+    );
 
     // Drift: memory changed behind slx's back is found and restored.
-    aws.lambda.update_function_configuration().function_name("orders-dev-worker").memory_size(1024).send().await.unwrap();
+    aws.lambda
+        .update_function_configuration()
+        .function_name("orders-dev-worker")
+        .memory_size(1024)
+        .send()
+        .await
+        .unwrap();
     let run = emu.slx(&["plan", "-f", file, "--detailed-exitcode"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stdout.contains("~ function.worker  update  orders-dev-worker\n      memory: 1024 → 512\n"), "{run:?}");
@@ -199,19 +237,27 @@ async fn queue_worker_lifecycle() {
     assert_eq!(aws.function("orders-dev-worker").await.configuration().unwrap().memory_size(), Some(512));
 
     // A code change uploads only that function's code.
-    std::fs::write(dir.path().join("src/worker/app.py"), "def handler(event, context):\n    return {'batchItemFailures': []}\n").unwrap();
+    std::fs::write(
+        dir.path().join("src/worker/app.py"),
+        "def handler(event, context):\n    return {'batchItemFailures': []}\n",
+    )
+    .unwrap();
     emu.reset_calls();
     let run = emu.slx(&["deploy", "-f", file, "--yes"]);
     assert_eq!(run.code, 0, "{run:?}");
     let writes: Vec<(String, String)> = emu.writes().into_iter().map(|c| (c.operation, c.path)).collect();
-    assert_eq!(writes, vec![("UpdateFunctionCode".to_string(), "/2015-03-31/functions/orders-dev-worker/code".to_string())]);
+    assert_eq!(
+        writes,
+        vec![("UpdateFunctionCode".to_string(), "/2015-03-31/functions/orders-dev-worker/code".to_string())]
+    );
     let new_sha = slx::package::build(&dir.path().join("src/worker")).unwrap().sha256;
     assert_eq!(aws.function("orders-dev-worker").await.configuration().unwrap().code_sha256(), Some(new_sha.as_str()));
 
     // Removing a queue from the spec plans its deletion; a queue holding
     // messages is not deleted without --force, and nothing else is lost.
     let spec_text = std::fs::read_to_string(&spec).unwrap();
-    let trimmed: String = spec_text.lines().filter(|l| !l.contains("failed-invocations")).map(|l| format!("{l}\n")).collect();
+    let trimmed: String =
+        spec_text.lines().filter(|l| !l.contains("failed-invocations")).map(|l| format!("{l}\n")).collect();
     std::fs::write(&spec, trimmed).unwrap();
     let run = emu.slx(&["plan", "-f", file]);
     assert!(run.stdout.contains("  - queue.failed-invocations"), "{run:?}");
@@ -221,10 +267,17 @@ async fn queue_worker_lifecycle() {
     let run = emu.slx(&["deploy", "-f", file, "--yes"]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("! holds 1 message; deleting it destroys them and needs --force"), "{run:?}");
-    assert!(run.stderr.contains("refusing to delete queue orders-dev-failed-invocations: it holds 1 message"), "{run:?}");
+    assert!(
+        run.stderr.contains("refusing to delete queue orders-dev-failed-invocations: it holds 1 message"),
+        "{run:?}"
+    );
     assert!(aws.queue_url("orders-dev-failed-invocations").await.is_some(), "the queue with a message survives");
     let intake = aws.function("orders-dev-intake").await;
-    assert_eq!(intake.configuration().unwrap().dead_letter_config().and_then(|d| d.target_arn()), None, "independent updates still applied");
+    assert_eq!(
+        intake.configuration().unwrap().dead_letter_config().and_then(|d| d.target_arn()),
+        None,
+        "independent updates still applied"
+    );
     let run = emu.slx(&["deploy", "-f", file, "--yes", "--force"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(aws.queue_url("orders-dev-failed-invocations").await.is_none());
@@ -251,8 +304,14 @@ async fn existing_resource_slx_does_not_own_is_refused_then_adopted() {
     emu.reset_calls();
     let run = emu.slx(&["deploy", "-f", file, "--yes"]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("error: queue `orders-dev-orders` already exists and slx did not create it"), "{run:?}");
-    assert!(run.stderr.contains("hint: rename the resource in the spec, delete the existing one, or pass --adopt"), "{run:?}");
+    assert!(
+        run.stderr.contains("error: queue `orders-dev-orders` already exists and slx did not create it"),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr.contains("hint: rename the resource in the spec, delete the existing one, or pass --adopt"),
+        "{run:?}"
+    );
     assert!(emu.writes().is_empty(), "nothing is created when the plan is refused");
 
     let run = emu.slx(&["deploy", "-f", file, "--yes", "--adopt"]);

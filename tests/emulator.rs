@@ -1,0 +1,140 @@
+//! The launcher's extensions to moto, checked against the behaviour the AWS
+//! API reference documents.
+
+use crate::support::Emulator;
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::{DeadLetterConfig, DestinationConfig, EphemeralStorage, FunctionCode, OnFailure, Runtime};
+
+async fn setup(emu: &Emulator) -> (aws_sdk_lambda::Client, String) {
+    let c = emu.sdk().await;
+    let iam = aws_sdk_iam::Client::new(&c);
+    let role = iam.create_role().role_name("r").assume_role_policy_document("{}").send().await.unwrap();
+    (aws_sdk_lambda::Client::new(&c), role.role().unwrap().arn().to_string())
+}
+
+fn zip() -> Blob {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.py"), "x = 1\n").unwrap();
+    Blob::new(slx::package::build(dir.path()).unwrap().bytes)
+}
+
+async fn create(
+    lambda: &aws_sdk_lambda::Client,
+    role: &str,
+    name: &str,
+) -> aws_sdk_lambda::operation::create_function::CreateFunctionOutput {
+    lambda
+        .create_function()
+        .function_name(name)
+        .role(role)
+        .runtime(Runtime::Python312)
+        .handler("a.h")
+        .code(FunctionCode::builder().zip_file(zip()).build())
+        .dead_letter_config(DeadLetterConfig::builder().target_arn("arn:aws:sqs:us-east-1:123456789012:dlq").build())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn lambda_keeps_and_updates_dead_letter_config_and_ephemeral_storage() {
+    let emu = Emulator::start();
+    let (lambda, role) = setup(&emu).await;
+    let created = create(&lambda, &role, "f").await;
+    assert_eq!(
+        created.dead_letter_config().and_then(|d| d.target_arn()),
+        Some("arn:aws:sqs:us-east-1:123456789012:dlq")
+    );
+    lambda
+        .update_function_configuration()
+        .function_name("f")
+        .ephemeral_storage(EphemeralStorage::builder().size(2048).build().unwrap())
+        .dead_letter_config(DeadLetterConfig::builder().target_arn("").build())
+        .send()
+        .await
+        .unwrap();
+    let c = lambda.get_function_configuration().function_name("f").send().await.unwrap();
+    assert_eq!(c.ephemeral_storage().map(|e| e.size()), Some(2048));
+    assert_eq!(c.dead_letter_config().and_then(|d| d.target_arn()), None, "an empty TargetArn removes the DLQ");
+}
+
+#[tokio::test]
+async fn put_event_invoke_config_replaces_and_update_merges() {
+    let emu = Emulator::start();
+    let (lambda, role) = setup(&emu).await;
+    create(&lambda, &role, "f").await;
+    let dest = DestinationConfig::builder()
+        .on_failure(OnFailure::builder().destination("arn:aws:sqs:us-east-1:123456789012:dlq").build())
+        .build();
+    lambda
+        .put_function_event_invoke_config()
+        .function_name("f")
+        .maximum_retry_attempts(1)
+        .destination_config(dest)
+        .send()
+        .await
+        .unwrap();
+    lambda
+        .put_function_event_invoke_config()
+        .function_name("f")
+        .maximum_event_age_in_seconds(600)
+        .send()
+        .await
+        .unwrap();
+    let got = lambda.get_function_event_invoke_config().function_name("f").send().await.unwrap();
+    assert_eq!(got.maximum_event_age_in_seconds(), Some(600));
+    assert_eq!(got.maximum_retry_attempts(), None, "settings left out of a put are removed");
+    assert!(got.destination_config().and_then(|d| d.on_failure()).and_then(|o| o.destination()).is_none());
+    lambda.update_function_event_invoke_config().function_name("f").maximum_retry_attempts(0).send().await.unwrap();
+    let got = lambda.get_function_event_invoke_config().function_name("f").send().await.unwrap();
+    assert_eq!(
+        (got.maximum_retry_attempts(), got.maximum_event_age_in_seconds()),
+        (Some(0), Some(600)),
+        "update merges"
+    );
+}
+
+#[tokio::test]
+async fn lambda_update_latency_reports_in_progress_and_refuses_a_second_mutation() {
+    let emu = Emulator::start();
+    let (lambda, role) = setup(&emu).await;
+    emu.configure(r#"{"lambda_update_seconds": 1.0}"#);
+    let created = create(&lambda, &role, "f").await;
+    assert_eq!(created.state().map(|s| s.as_str()), Some("Pending"));
+    let err = lambda.update_function_configuration().function_name("f").memory_size(256).send().await.unwrap_err();
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(409));
+    assert!(format!("{:?}", err).contains("ResourceConflictException"));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let c = lambda.get_function_configuration().function_name("f").send().await.unwrap();
+    assert_eq!(c.state().map(|s| s.as_str()), Some("Active"));
+    lambda.update_function_configuration().function_name("f").memory_size(256).send().await.unwrap();
+    let c = lambda.get_function_configuration().function_name("f").send().await.unwrap();
+    assert_eq!(c.last_update_status().map(|s| s.as_str()), Some("InProgress"));
+    let err = lambda.update_function_code().function_name("f").zip_file(zip()).send().await.unwrap_err();
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(409));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let c = lambda.get_function_configuration().function_name("f").send().await.unwrap();
+    assert_eq!(c.last_update_status().map(|s| s.as_str()), Some("Successful"));
+    assert_eq!(c.memory_size(), Some(256));
+}
+
+#[tokio::test]
+async fn call_log_names_operations_and_writes() {
+    let emu = Emulator::start();
+    let (lambda, role) = setup(&emu).await;
+    emu.reset_calls();
+    create(&lambda, &role, "f").await;
+    lambda.get_function().function_name("f").send().await.unwrap();
+    let c = emu.sdk().await;
+    aws_sdk_sqs::Client::new(&c).list_queues().send().await.unwrap();
+    let calls: Vec<(String, String, bool)> =
+        emu.calls().into_iter().map(|c| (c.service, c.operation, c.write)).collect();
+    assert_eq!(
+        calls,
+        vec![
+            ("lambda".into(), "CreateFunction".into(), true),
+            ("lambda".into(), "GetFunction".into(), false),
+            ("sqs".into(), "ListQueues".into(), false),
+        ]
+    );
+}

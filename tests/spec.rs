@@ -35,7 +35,9 @@ impl Fixture {
 
 /// A minimal valid function with `extra` lines appended (indented 4 spaces).
 fn function(extra: &str) -> String {
-    format!("stack: shop\nfunctions:\n  api:\n    handler: app.handler\n    runtime: python3.12\n    code: ./src\n{extra}")
+    format!(
+        "stack: shop\nfunctions:\n  api:\n    handler: app.handler\n    runtime: python3.12\n    code: ./src\n{extra}"
+    )
 }
 
 fn check(d: &Diagnostic, message: &str, line: usize, col: usize, address: Option<&str>, hint: &str) {
@@ -61,38 +63,80 @@ fn valid_spec_loads_with_defaults_merged() {
 #[test]
 fn memory_out_of_range() {
     let d = fixture().error(&function("    memory: 20000\n"));
-    check(&d, "memory 20000 MB is out of range 128..10240 MB", 7, 13, Some("function.api"), "Lambda accepts 128 to 10240 MB");
+    check(
+        &d,
+        "memory 20000 MB is out of range 128..10240 MB",
+        7,
+        13,
+        Some("function.api"),
+        "Lambda accepts 128 to 10240 MB",
+    );
 }
 
 #[test]
 fn memory_below_range() {
     let d = fixture().error(&function("    memory: 64\n"));
-    check(&d, "memory 64 MB is out of range 128..10240 MB", 7, 13, Some("function.api"), "Lambda accepts 128 to 10240 MB");
+    check(
+        &d,
+        "memory 64 MB is out of range 128..10240 MB",
+        7,
+        13,
+        Some("function.api"),
+        "Lambda accepts 128 to 10240 MB",
+    );
 }
 
 #[test]
 fn timeout_above_fifteen_minutes() {
     let d = fixture().error(&function("    timeout: 16m\n"));
-    check(&d, "timeout 960 s is out of range 1..900 s", 7, 14, Some("function.api"), "Lambda functions run at most 900 seconds (15 minutes)");
+    check(
+        &d,
+        "timeout 960 s is out of range 1..900 s",
+        7,
+        14,
+        Some("function.api"),
+        "Lambda functions run at most 900 seconds (15 minutes)",
+    );
 }
 
 #[test]
 fn ephemeral_storage_out_of_range() {
     let d = fixture().error(&function("    ephemeral_storage: 256\n"));
-    check(&d, "ephemeral_storage 256 MB is out of range 512..10240 MB", 7, 24, Some("function.api"), "Lambda's /tmp is 512 to 10240 MB");
+    check(
+        &d,
+        "ephemeral_storage 256 MB is out of range 512..10240 MB",
+        7,
+        24,
+        Some("function.api"),
+        "Lambda's /tmp is 512 to 10240 MB",
+    );
 }
 
 #[test]
 fn environment_over_four_kilobytes() {
     let big = "x".repeat(4100);
     let d = fixture().error(&function(&format!("    environment:\n      BIG: {big}\n")));
-    check(&d, "environment is 4103 bytes; Lambda allows 4096 in total", 7, 5, Some("function.api"), "move large values to SSM Parameter Store or a file in the code");
+    check(
+        &d,
+        "environment is 4103 bytes; Lambda allows 4096 in total",
+        7,
+        5,
+        Some("function.api"),
+        "move large values to SSM Parameter Store or a file in the code",
+    );
 }
 
 #[test]
 fn reserved_environment_variable() {
     let d = fixture().error(&function("    environment:\n      AWS_REGION: eu-west-1\n"));
-    check(&d, "environment variable `AWS_REGION` is reserved by Lambda", 8, 7, Some("function.api"), "Lambda sets it itself; choose another name");
+    check(
+        &d,
+        "environment variable `AWS_REGION` is reserved by Lambda",
+        8,
+        7,
+        Some("function.api"),
+        "Lambda sets it itself; choose another name",
+    );
 }
 
 #[test]
@@ -119,7 +163,9 @@ fn fifo_queue_as_on_failure_destination() {
 
 #[test]
 fn redrive_between_fifo_and_standard_queue() {
-    let d = fixture().error("stack: shop\nqueues:\n  jobs:\n    fifo: true\n    dead_letter: { queue: dlq, max_receives: 3 }\n  dlq: {}\n");
+    let d = fixture().error(
+        "stack: shop\nqueues:\n  jobs:\n    fifo: true\n    dead_letter: { queue: dlq, max_receives: 3 }\n  dlq: {}\n",
+    );
     check(
         &d,
         "the dead-letter queue of FIFO queue `jobs` must also be FIFO; `dlq` is standard",
@@ -141,7 +187,10 @@ fn unknown_top_level_key_lists_the_expected_ones() {
     let d = fixture().error("stack: shop\nwidgets: {}\n");
     assert_eq!(d.message, "unknown key `widgets`");
     assert_eq!(d.mark, Some(Mark { line: 2, col: 1 }));
-    assert_eq!(d.hint.as_deref(), Some("expected one of `stack`, `region`, `vars`, `stages`, `defaults`, `queues`, `functions`"));
+    assert_eq!(
+        d.hint.as_deref(),
+        Some("expected one of `stack`, `region`, `vars`, `stages`, `defaults`, `queues`, `functions`")
+    );
 }
 
 #[test]
@@ -161,14 +210,28 @@ fn unknown_enum_value_suggests() {
 #[test]
 fn missing_required_settings_point_at_the_function() {
     let d = fixture().error("stack: shop\nfunctions:\n  api:\n    runtime: python3.12\n    code: ./src\n");
-    check(&d, "function `api` has no handler", 3, 3, Some("function.api"), "set `handler:` on the function or under `defaults:` (a handler is required)");
+    check(
+        &d,
+        "function `api` has no handler",
+        3,
+        3,
+        Some("function.api"),
+        "set `handler:` on the function or under `defaults:` (a handler is required)",
+    );
 }
 
 #[test]
 fn errors_from_defaults_point_at_defaults() {
     let yaml = "stack: shop\ndefaults:\n  memory: 99999\nfunctions:\n  a: { handler: x.h, runtime: python3.12, code: ./src }\n  b: { handler: x.h, runtime: python3.12, code: ./src }\n";
     let d = fixture().error(yaml);
-    check(&d, "memory 99999 MB is out of range 128..10240 MB", 3, 11, Some("defaults"), "Lambda accepts 128 to 10240 MB");
+    check(
+        &d,
+        "memory 99999 MB is out of range 128..10240 MB",
+        3,
+        11,
+        Some("defaults"),
+        "Lambda accepts 128 to 10240 MB",
+    );
 }
 
 #[test]
@@ -180,7 +243,14 @@ fn unknown_runtime_suggests() {
 #[test]
 fn log_retention_must_be_a_cloudwatch_value() {
     let d = fixture().error(&function("    log_retention_days: 10\n"));
-    check(&d, "log_retention_days 10 is not a CloudWatch Logs retention period", 7, 25, Some("function.api"), "the nearest allowed value is 7");
+    check(
+        &d,
+        "log_retention_days 10 is not a CloudWatch Logs retention period",
+        7,
+        25,
+        Some("function.api"),
+        "the nearest allowed value is 7",
+    );
 }
 
 #[test]
@@ -203,14 +273,28 @@ fn code_path_must_exist() {
 fn reference_to_unknown_queue_suggests() {
     let yaml = function("    environment:\n      URL: ${queues.ordrs.url}\nqueues:\n  orders: {}\n");
     let d = fixture().error(&yaml);
-    check(&d, "${queues.ordrs.url} refers to an unknown queue", 8, 12, Some("function.api"), "did you mean `${queues.orders.url}`?");
+    check(
+        &d,
+        "${queues.ordrs.url} refers to an unknown queue",
+        8,
+        12,
+        Some("function.api"),
+        "did you mean `${queues.orders.url}`?",
+    );
 }
 
 #[test]
 fn reference_to_unknown_attribute() {
     let yaml = function("    environment:\n      URL: ${queues.orders.endpoint}\nqueues:\n  orders: {}\n");
     let d = fixture().error(&yaml);
-    check(&d, "${queues.orders.endpoint}: `endpoint` is not an attribute of a queue", 8, 12, Some("function.api"), "use one of url, arn, name");
+    check(
+        &d,
+        "${queues.orders.endpoint}: `endpoint` is not an attribute of a queue",
+        8,
+        12,
+        Some("function.api"),
+        "use one of url, arn, name",
+    );
 }
 
 #[test]
@@ -222,7 +306,14 @@ fn malformed_reference() {
 #[test]
 fn missing_environment_variable() {
     let d = fixture().error(&function("    description: built by ${env:BUILD_USER}\n"));
-    check(&d, "environment variable `BUILD_USER` is not set", 7, 18, None, "export BUILD_USER=..., or move the value into `vars`");
+    check(
+        &d,
+        "environment variable `BUILD_USER` is not set",
+        7,
+        18,
+        None,
+        "export BUILD_USER=..., or move the value into `vars`",
+    );
 }
 
 #[test]
@@ -289,7 +380,14 @@ fn invalid_stage_name() {
 #[test]
 fn reserved_tag_prefix() {
     let d = fixture().error(&function("    tags: { 'slx:stack': other }\n"));
-    check(&d, "tag key `slx:stack` is reserved", 7, 13, Some("function.api"), "`slx:` tags mark ownership and `aws:` tags belong to AWS; choose another key");
+    check(
+        &d,
+        "tag key `slx:stack` is reserved",
+        7,
+        13,
+        Some("function.api"),
+        "`slx:` tags mark ownership and `aws:` tags belong to AWS; choose another key",
+    );
 }
 
 #[test]
@@ -313,7 +411,8 @@ fn generated_roles_are_least_privilege() {
     let f = fixture();
     let l = f.load(yaml).unwrap();
     let g = slx::graph::build(&l, &Default::default()).unwrap();
-    let facts = slx::graph::Facts { account: "123456789012".into(), region: "eu-west-1".into(), outputs: Default::default() };
+    let facts =
+        slx::graph::Facts { account: "123456789012".into(), region: "eu-west-1".into(), outputs: Default::default() };
     let (role, _) = g.resolve(&g.get("role.worker").unwrap().config, &facts);
     let expected = serde_json::json!({
         "Version": "2012-10-17",

@@ -26,7 +26,13 @@ pub(super) async fn list(c: &Client, prefix: &str) -> Result<Vec<Listed>> {
     let mut out = Vec::new();
     let mut marker = None;
     loop {
-        let page = c.list_roles().path_prefix("/slx/").set_marker(marker).send().await.map_err(|e| aws_error("iam:ListRoles", &e))?;
+        let page = c
+            .list_roles()
+            .path_prefix("/slx/")
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(|e| aws_error("iam:ListRoles", &e))?;
         for r in page.roles() {
             if r.role_name().starts_with(prefix) {
                 out.push(Listed { name: r.role_name().to_string(), id: r.arn().to_string(), extra: Value::Null });
@@ -149,10 +155,20 @@ pub(super) async fn update(c: &Client, r: Desired<'_>, prior: &Live, changed: &[
             "tags" => {
                 let (add, remove) = tag_changes(&role.tags, &prior.tags());
                 if !add.is_empty() {
-                    c.tag_role().role_name(r.name).set_tags(Some(iam_tags(&add))).send().await.map_err(|e| aws_error("iam:TagRole", &e))?;
+                    c.tag_role()
+                        .role_name(r.name)
+                        .set_tags(Some(iam_tags(&add)))
+                        .send()
+                        .await
+                        .map_err(|e| aws_error("iam:TagRole", &e))?;
                 }
                 if !remove.is_empty() {
-                    c.untag_role().role_name(r.name).set_tag_keys(Some(remove)).send().await.map_err(|e| aws_error("iam:UntagRole", &e))?;
+                    c.untag_role()
+                        .role_name(r.name)
+                        .set_tag_keys(Some(remove))
+                        .send()
+                        .await
+                        .map_err(|e| aws_error("iam:UntagRole", &e))?;
                 }
             }
             _ => {}
@@ -164,14 +180,30 @@ pub(super) async fn update(c: &Client, r: Desired<'_>, prior: &Live, changed: &[
 /// A role must be emptied of policies before IAM deletes it.
 pub(super) async fn delete(c: &Client, prior: &Live) -> Result<()> {
     let name = &prior.name;
-    let inline = c.list_role_policies().role_name(name).send().await.map_err(|e| aws_error("iam:ListRolePolicies", &e))?;
+    let inline =
+        c.list_role_policies().role_name(name).send().await.map_err(|e| aws_error("iam:ListRolePolicies", &e))?;
     for p in inline.policy_names() {
-        c.delete_role_policy().role_name(name).policy_name(p).send().await.map_err(|e| aws_error("iam:DeleteRolePolicy", &e))?;
+        c.delete_role_policy()
+            .role_name(name)
+            .policy_name(p)
+            .send()
+            .await
+            .map_err(|e| aws_error("iam:DeleteRolePolicy", &e))?;
     }
-    let attached = c.list_attached_role_policies().role_name(name).send().await.map_err(|e| aws_error("iam:ListAttachedRolePolicies", &e))?;
+    let attached = c
+        .list_attached_role_policies()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(|e| aws_error("iam:ListAttachedRolePolicies", &e))?;
     for p in attached.attached_policies() {
         if let Some(arn) = p.policy_arn() {
-            c.detach_role_policy().role_name(name).policy_arn(arn).send().await.map_err(|e| aws_error("iam:DetachRolePolicy", &e))?;
+            c.detach_role_policy()
+                .role_name(name)
+                .policy_arn(arn)
+                .send()
+                .await
+                .map_err(|e| aws_error("iam:DetachRolePolicy", &e))?;
         }
     }
     match c.delete_role().role_name(name).send().await {

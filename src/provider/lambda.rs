@@ -19,8 +19,18 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// Fields applied with UpdateFunctionConfiguration.
-const CONFIG_FIELDS: &[&str] =
-    &["role", "handler", "runtime", "memory", "timeout", "ephemeral_storage", "description", "environment", "layers", "dead_letter_target"];
+const CONFIG_FIELDS: &[&str] = &[
+    "role",
+    "handler",
+    "runtime",
+    "memory",
+    "timeout",
+    "ephemeral_storage",
+    "description",
+    "environment",
+    "layers",
+    "dead_letter_target",
+];
 
 /// How long to wait for a function to settle before giving up.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -52,7 +62,13 @@ pub(super) async fn list(c: &Client, prefix: &str) -> Result<Vec<Listed>> {
     let mut out = Vec::new();
     let mut marker = None;
     loop {
-        let page = c.list_functions().set_marker(marker).max_items(50).send().await.map_err(|e| aws_error("lambda:ListFunctions", &e))?;
+        let page = c
+            .list_functions()
+            .set_marker(marker)
+            .max_items(50)
+            .send()
+            .await
+            .map_err(|e| aws_error("lambda:ListFunctions", &e))?;
         for f in page.functions() {
             let (Some(name), Some(arn)) = (f.function_name(), f.function_arn()) else { continue };
             if name.starts_with(prefix) {
@@ -77,7 +93,11 @@ pub(super) async fn read(c: &Client, name: &str) -> Result<Option<Live>> {
         Ok(a) => Some(AsyncConfig {
             max_retries: a.maximum_retry_attempts().unwrap_or(2) as u32,
             max_event_age: a.maximum_event_age_in_seconds().unwrap_or(21_600) as u64,
-            on_failure: a.destination_config().and_then(|d| d.on_failure()).and_then(|o| o.destination()).map(String::from),
+            on_failure: a
+                .destination_config()
+                .and_then(|d| d.on_failure())
+                .and_then(|o| o.destination())
+                .map(String::from),
         }),
         Err(e) if error_code(&e) == Some("ResourceNotFoundException") => None,
         Err(e) => return Err(aws_error("lambda:GetFunctionEventInvokeConfig", &e)),
@@ -94,7 +114,11 @@ pub(super) async fn read(c: &Client, name: &str) -> Result<Option<Live>> {
         description: f.description().unwrap_or_default().to_string(),
         environment: f.environment().and_then(|e| e.variables()).cloned().unwrap_or_default().into_iter().collect(),
         layers: f.layers().iter().filter_map(|l| l.arn().map(String::from)).collect(),
-        dead_letter_target: f.dead_letter_config().and_then(|d| d.target_arn()).filter(|a| !a.is_empty()).map(String::from),
+        dead_letter_target: f
+            .dead_letter_config()
+            .and_then(|d| d.target_arn())
+            .filter(|a| !a.is_empty())
+            .map(String::from),
         reserved_concurrency: out.concurrency().and_then(|c| c.reserved_concurrent_executions()).map(|n| n as u32),
         async_config,
         tags: out.tags().cloned().unwrap_or_default().into_iter().collect(),
@@ -218,7 +242,11 @@ pub(super) async fn update(c: &Client, r: Desired<'_>, prior: &Live, changed: &[
         match f.reserved_concurrency {
             Some(n) => put_concurrency(c, name, n).await?,
             None => {
-                c.delete_function_concurrency().function_name(name).send().await.map_err(|e| aws_error("lambda:DeleteFunctionConcurrency", &e))?;
+                c.delete_function_concurrency()
+                    .function_name(name)
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("lambda:DeleteFunctionConcurrency", &e))?;
             }
         }
     }
@@ -238,17 +266,31 @@ pub(super) async fn update(c: &Client, r: Desired<'_>, prior: &Live, changed: &[
         let arn = prior.outputs.get("arn").cloned().unwrap_or_default();
         let (add, remove) = tag_changes(&f.tags, &prior.tags());
         if !add.is_empty() {
-            c.tag_resource().resource(&arn).set_tags(Some(add.into_iter().collect())).send().await.map_err(|e| aws_error("lambda:TagResource", &e))?;
+            c.tag_resource()
+                .resource(&arn)
+                .set_tags(Some(add.into_iter().collect()))
+                .send()
+                .await
+                .map_err(|e| aws_error("lambda:TagResource", &e))?;
         }
         if !remove.is_empty() {
-            c.untag_resource().resource(&arn).set_tag_keys(Some(remove)).send().await.map_err(|e| aws_error("lambda:UntagResource", &e))?;
+            c.untag_resource()
+                .resource(&arn)
+                .set_tag_keys(Some(remove))
+                .send()
+                .await
+                .map_err(|e| aws_error("lambda:UntagResource", &e))?;
         }
     }
     Ok(prior.outputs.clone())
 }
 
 /// Runs a mutation; on ResourceConflictException waits for the function to settle and retries.
-async fn mutate<T, E, R, F, Fut>(c: &Client, name: &str, call: F) -> Result<T, aws_smithy_runtime_api::client::result::SdkError<E, R>>
+async fn mutate<T, E, R, F, Fut>(
+    c: &Client,
+    name: &str,
+    call: F,
+) -> Result<T, aws_smithy_runtime_api::client::result::SdkError<E, R>>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<T, aws_smithy_runtime_api::client::result::SdkError<E, R>>>,
@@ -273,11 +315,21 @@ async fn wait_settled(c: &Client, name: &str) -> Result<()> {
     let started = Instant::now();
     let mut delay = Duration::from_millis(100);
     loop {
-        let f = c.get_function_configuration().function_name(name).send().await.map_err(|e| aws_error("lambda:GetFunctionConfiguration", &e))?;
+        let f = c
+            .get_function_configuration()
+            .function_name(name)
+            .send()
+            .await
+            .map_err(|e| aws_error("lambda:GetFunctionConfiguration", &e))?;
         match (f.state(), f.last_update_status()) {
-            (Some(State::Failed), _) => bail!("function {name} failed: {}", f.state_reason().unwrap_or("no reason given")),
+            (Some(State::Failed), _) => {
+                bail!("function {name} failed: {}", f.state_reason().unwrap_or("no reason given"))
+            }
             (_, Some(LastUpdateStatus::Failed)) => {
-                bail!("update of function {name} failed: {}", f.last_update_status_reason().unwrap_or("no reason given"))
+                bail!(
+                    "update of function {name} failed: {}",
+                    f.last_update_status_reason().unwrap_or("no reason given")
+                )
             }
             (Some(State::Pending), _) | (_, Some(LastUpdateStatus::InProgress)) => {}
             _ => return Ok(()),
@@ -301,7 +353,10 @@ async fn put_concurrency(c: &Client, name: &str, n: u32) -> Result<()> {
 }
 
 async fn put_async(c: &Client, name: &str, a: &AsyncConfig) -> Result<()> {
-    let destinations = a.on_failure.as_ref().map(|d| DestinationConfig::builder().on_failure(OnFailure::builder().destination(d).build()).build());
+    let destinations = a
+        .on_failure
+        .as_ref()
+        .map(|d| DestinationConfig::builder().on_failure(OnFailure::builder().destination(d).build()).build());
     c.put_function_event_invoke_config()
         .function_name(name)
         .maximum_retry_attempts(a.max_retries as i32)

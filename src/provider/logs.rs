@@ -34,8 +34,16 @@ pub(super) async fn list(c: &Client, prefix: &str) -> Result<Vec<Listed>> {
             .map_err(|e| aws_error("logs:DescribeLogGroups", &e))?;
         for g in page.log_groups() {
             let Some(name) = g.log_group_name() else { continue };
-            let arn = g.log_group_arn().map(String::from).or_else(|| g.arn().map(|a| a.trim_end_matches(":*").to_string())).unwrap_or_default();
-            out.push(Listed { name: name.to_string(), id: arn, extra: json!({ "retention_days": g.retention_in_days() }) });
+            let arn = g
+                .log_group_arn()
+                .map(String::from)
+                .or_else(|| g.arn().map(|a| a.trim_end_matches(":*").to_string()))
+                .unwrap_or_default();
+            out.push(Listed {
+                name: name.to_string(),
+                id: arn,
+                extra: json!({ "retention_days": g.retention_in_days() }),
+            });
         }
         token = page.next_token().map(String::from);
         if token.is_none() {
@@ -76,7 +84,11 @@ async fn set_retention(c: &Client, name: &str, days: Option<u32>) -> Result<()> 
                 .map_err(|e| aws_error("logs:PutRetentionPolicy", &e))?;
         }
         None => {
-            c.delete_retention_policy().log_group_name(name).send().await.map_err(|e| aws_error("logs:DeleteRetentionPolicy", &e))?;
+            c.delete_retention_policy()
+                .log_group_name(name)
+                .send()
+                .await
+                .map_err(|e| aws_error("logs:DeleteRetentionPolicy", &e))?;
         }
     }
     Ok(())
@@ -105,10 +117,20 @@ pub(super) async fn update(c: &Client, r: Desired<'_>, prior: &Live, changed: &[
             "tags" => {
                 let (add, remove) = tag_changes(&g.tags, &prior.tags());
                 if !add.is_empty() {
-                    c.tag_resource().resource_arn(&arn).set_tags(Some(add.into_iter().collect())).send().await.map_err(|e| aws_error("logs:TagResource", &e))?;
+                    c.tag_resource()
+                        .resource_arn(&arn)
+                        .set_tags(Some(add.into_iter().collect()))
+                        .send()
+                        .await
+                        .map_err(|e| aws_error("logs:TagResource", &e))?;
                 }
                 if !remove.is_empty() {
-                    c.untag_resource().resource_arn(&arn).set_tag_keys(Some(remove)).send().await.map_err(|e| aws_error("logs:UntagResource", &e))?;
+                    c.untag_resource()
+                        .resource_arn(&arn)
+                        .set_tag_keys(Some(remove))
+                        .send()
+                        .await
+                        .map_err(|e| aws_error("logs:UntagResource", &e))?;
                 }
             }
             _ => {}

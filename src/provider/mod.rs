@@ -72,7 +72,9 @@ pub fn planned_calls(kind: Kind, action: &str, changed: &[String]) -> Vec<String
         (Kind::Queue, "delete") => vec!["sqs:GetQueueAttributes", "sqs:DeleteQueue"],
         (Kind::Queue, _) => sqs::update_calls(changed),
         (Kind::Role, "create") => vec!["iam:CreateRole", "iam:PutRolePolicy"],
-        (Kind::Role, "delete") => vec!["iam:ListRolePolicies", "iam:DeleteRolePolicy", "iam:ListAttachedRolePolicies", "iam:DeleteRole"],
+        (Kind::Role, "delete") => {
+            vec!["iam:ListRolePolicies", "iam:DeleteRolePolicy", "iam:ListAttachedRolePolicies", "iam:DeleteRole"]
+        }
         (Kind::Role, _) => iam::update_calls(changed),
         (Kind::LogGroup, "create") => vec!["logs:CreateLogGroup", "logs:PutRetentionPolicy"],
         (Kind::LogGroup, "delete") => vec!["logs:DeleteLogGroup"],
@@ -106,7 +108,8 @@ pub struct Aws {
 
 impl Aws {
     pub async fn connect(opts: &AwsOptions) -> Result<Aws> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::standard().with_max_attempts(5));
+        let mut loader =
+            aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::standard().with_max_attempts(5));
         if let Some(r) = &opts.region {
             loader = loader.region(aws_config::Region::new(r.clone()));
         }
@@ -116,17 +119,20 @@ impl Aws {
         if let Some(u) = &opts.endpoint_url {
             loader = loader.endpoint_url(u);
         }
-        let config = loader.load().await;
-        let region = config
-            .region()
-            .map(|r| r.to_string())
-            .ok_or_else(|| anyhow!("no AWS region is configured\nhint: set `region:` in the spec, pass --region, or export AWS_REGION"))?;
+        Aws::new(&loader.load().await)
+    }
+
+    /// Builds the provider from an SDK configuration the caller assembled.
+    pub fn new(config: &aws_config::SdkConfig) -> Result<Aws> {
+        let region = config.region().map(|r| r.to_string()).ok_or_else(|| {
+            anyhow!("no AWS region is configured\nhint: set `region:` in the spec, pass --region, or export AWS_REGION")
+        })?;
         Ok(Aws {
-            lambda: aws_sdk_lambda::Client::new(&config),
-            sqs: aws_sdk_sqs::Client::new(&config),
-            iam: aws_sdk_iam::Client::new(&config),
-            logs: aws_sdk_cloudwatchlogs::Client::new(&config),
-            sts: aws_sdk_sts::Client::new(&config),
+            lambda: aws_sdk_lambda::Client::new(config),
+            sqs: aws_sdk_sqs::Client::new(config),
+            iam: aws_sdk_iam::Client::new(config),
+            logs: aws_sdk_cloudwatchlogs::Client::new(config),
+            sts: aws_sdk_sts::Client::new(config),
             region,
         })
     }
@@ -218,11 +224,18 @@ where
 }
 
 fn is_dispatch_failure<E, R>(e: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> bool {
-    matches!(e, aws_smithy_runtime_api::client::result::SdkError::DispatchFailure(_) | aws_smithy_runtime_api::client::result::SdkError::TimeoutError(_))
+    matches!(
+        e,
+        aws_smithy_runtime_api::client::result::SdkError::DispatchFailure(_)
+            | aws_smithy_runtime_api::client::result::SdkError::TimeoutError(_)
+    )
 }
 
 /// Tags to add or change, and keys to remove, to turn `live` into `desired`.
-pub(crate) fn tag_changes(desired: &crate::resource::Tags, live: &crate::resource::Tags) -> (crate::resource::Tags, Vec<String>) {
+pub(crate) fn tag_changes(
+    desired: &crate::resource::Tags,
+    live: &crate::resource::Tags,
+) -> (crate::resource::Tags, Vec<String>) {
     let add = desired.iter().filter(|(k, v)| live.get(*k) != Some(v)).map(|(k, v)| (k.clone(), v.clone())).collect();
     let remove = live.keys().filter(|k| !desired.contains_key(*k) && !k.starts_with("aws:")).cloned().collect();
     (add, remove)

@@ -47,12 +47,17 @@ pub(super) async fn read(c: &Client, name: &str, listed: Option<&Listed>) -> Res
     let url = &listed.id;
     let attrs = match c.get_queue_attributes().queue_url(url).attribute_names(A::All).send().await {
         Ok(o) => o.attributes().cloned().unwrap_or_default(),
-        Err(e) if error_code(&e).is_some_and(|c| c.contains("NonExistentQueue") || c.contains("QueueDoesNotExist")) => return Ok(None),
+        Err(e) if error_code(&e).is_some_and(|c| c.contains("NonExistentQueue") || c.contains("QueueDoesNotExist")) => {
+            return Ok(None);
+        }
         Err(e) => return Err(aws_error("sqs:GetQueueAttributes", &e)),
     };
     let tags = c.list_queue_tags().queue_url(url).send().await.map_err(|e| aws_error("sqs:ListQueueTags", &e))?;
     let num = |k: A| attrs.get(&k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let redrive = attrs.get(&A::RedrivePolicy).filter(|s| !s.is_empty()).and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok());
+    let redrive = attrs
+        .get(&A::RedrivePolicy)
+        .filter(|s| !s.is_empty())
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok());
     let dead_letter = redrive.map(|r| Redrive {
         queue_arn: r["deadLetterTargetArn"].as_str().unwrap_or_default().to_string(),
         max_receives: match &r["maxReceiveCount"] {
@@ -72,7 +77,9 @@ pub(super) async fn read(c: &Client, name: &str, listed: Option<&Listed>) -> Res
         dead_letter,
         tags: tags.tags().cloned().unwrap_or_default().into_iter().collect(),
     };
-    let messages = num(A::ApproximateNumberOfMessages) + num(A::ApproximateNumberOfMessagesNotVisible) + num(A::ApproximateNumberOfMessagesDelayed);
+    let messages = num(A::ApproximateNumberOfMessages)
+        + num(A::ApproximateNumberOfMessagesNotVisible)
+        + num(A::ApproximateNumberOfMessagesDelayed);
     let arn = attrs.get(&A::QueueArn).cloned().unwrap_or_default();
     Ok(Some(Live {
         kind: Kind::Queue,
@@ -138,10 +145,20 @@ pub(super) async fn update(c: &Client, r: Desired<'_>, prior: &Live, changed: &[
     if changed.iter().any(|f| f == "tags") {
         let (add, remove) = tag_changes(&q.tags, &prior.tags());
         if !add.is_empty() {
-            c.tag_queue().queue_url(&url).set_tags(Some(add.into_iter().collect())).send().await.map_err(|e| aws_error("sqs:TagQueue", &e))?;
+            c.tag_queue()
+                .queue_url(&url)
+                .set_tags(Some(add.into_iter().collect()))
+                .send()
+                .await
+                .map_err(|e| aws_error("sqs:TagQueue", &e))?;
         }
         if !remove.is_empty() {
-            c.untag_queue().queue_url(&url).set_tag_keys(Some(remove)).send().await.map_err(|e| aws_error("sqs:UntagQueue", &e))?;
+            c.untag_queue()
+                .queue_url(&url)
+                .set_tag_keys(Some(remove))
+                .send()
+                .await
+                .map_err(|e| aws_error("sqs:UntagQueue", &e))?;
         }
     }
     Ok(prior.outputs.clone())

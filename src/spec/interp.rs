@@ -19,7 +19,11 @@ pub enum Ref {
     /// `aws:account_id` or `aws:region`.
     Aws(String),
     /// `section.name.attr`, e.g. `queues.orders.url`.
-    Resource { section: String, name: String, attr: String },
+    Resource {
+        section: String,
+        name: String,
+        attr: String,
+    },
 }
 
 impl Ref {
@@ -63,7 +67,10 @@ pub fn parse(text: &str) -> Result<Vec<Part>, (String, &'static str)> {
             lit.push_str("${");
             rest = tail;
         } else if let Some(tail) = after.strip_prefix("${") {
-            let end = tail.find('}').ok_or(("unterminated `${` reference".to_string(), "close it with `}`, or write `$${` for a literal `${`"))?;
+            let end = tail.find('}').ok_or((
+                "unterminated `${` reference".to_string(),
+                "close it with `}`, or write `$${` for a literal `${`",
+            ))?;
             let expr = &tail[..end];
             if expr.contains("${") {
                 return Err(("references cannot be nested".to_string(), REF_HINT));
@@ -96,14 +103,20 @@ fn parse_ref(expr: &str) -> Result<Ref, (String, &'static str)> {
     if let Some(name) = expr.strip_prefix("env:") {
         let name = name.trim();
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err((format!("`{name}` is not an environment variable name"), "use ${env:NAME} with letters, digits and `_`"));
+            return Err((
+                format!("`{name}` is not an environment variable name"),
+                "use ${env:NAME} with letters, digits and `_`",
+            ));
         }
         return Ok(Ref::Env(name.to_string()));
     }
     if let Some(attr) = expr.strip_prefix("aws:") {
         return match attr {
             "account_id" | "region" => Ok(Ref::Aws(attr.to_string())),
-            _ => Err((format!("unknown reference `${{{expr}}}`"), "the aws: references are ${aws:account_id} and ${aws:region}")),
+            _ => Err((
+                format!("unknown reference `${{{expr}}}`"),
+                "the aws: references are ${aws:account_id} and ${aws:region}",
+            )),
         };
     }
     let segs: Vec<&str> = expr.split('.').collect();
@@ -159,7 +172,11 @@ struct Ctx<'a> {
 
 /// Expands static references everywhere except inside `vars` and `stages`,
 /// whose values are expanded when used. Collects every error.
-pub fn expand_static(root: &mut Node, stage: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(), Vec<Diagnostic>> {
+pub fn expand_static(
+    root: &mut Node,
+    stage: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), Vec<Diagnostic>> {
     let stack = root.get("stack").and_then(Node::text).unwrap_or_default().to_string();
     let mut vars = root.get("vars").cloned().unwrap_or(Node { mark: root.mark, value: Value::Map(Vec::new()) });
     if let Some(stage_vars) = root.get("stages").and_then(|s| s.get(stage)).and_then(|s| s.get("vars")) {
@@ -229,11 +246,13 @@ fn lookup(r: &Ref, mark: Mark, ctx: &Ctx, depth: usize) -> Result<Value, Diagnos
     match r {
         Ref::Stack => Ok(scalar(&ctx.stack)),
         Ref::Stage => Ok(scalar(ctx.stage)),
-        Ref::Env(name) => (ctx.env)(name).map(|v| Value::Scalar { text: v.replace("${", "$${"), plain: true }).ok_or_else(|| {
-            Diagnostic::new(format!("environment variable `{name}` is not set"))
-                .hint(format!("export {name}=..., or move the value into `vars`"))
-                .at_mark(mark)
-        }),
+        Ref::Env(name) => {
+            (ctx.env)(name).map(|v| Value::Scalar { text: v.replace("${", "$${"), plain: true }).ok_or_else(|| {
+                Diagnostic::new(format!("environment variable `{name}` is not set"))
+                    .hint(format!("export {name}=..., or move the value into `vars`"))
+                    .at_mark(mark)
+            })
+        }
         Ref::Var(path) => {
             if depth > 16 {
                 return Err(Diagnostic::new(format!("{r} refers to itself through other vars"))
@@ -248,7 +267,10 @@ fn lookup(r: &Ref, mark: Mark, ctx: &Ctx, depth: usize) -> Result<Value, Diagnos
                         _ => Vec::new(),
                     };
                     let hint = match crate::diag::did_you_mean(seg, known.iter().copied()) {
-                        Some(s) => format!("did you mean `{}`?", path[..i].iter().map(String::as_str).chain([s]).collect::<Vec<_>>().join(".")),
+                        Some(s) => format!(
+                            "did you mean `{}`?",
+                            path[..i].iter().map(String::as_str).chain([s]).collect::<Vec<_>>().join(".")
+                        ),
                         None => "define it under `vars:` (or `stages.STAGE.vars:`)".to_string(),
                     };
                     Diagnostic::new(format!("{r} is not defined")).hint(hint).at_mark(mark)
@@ -300,6 +322,9 @@ mod tests {
         assert_eq!(parse("${stage").unwrap_err().0, "unterminated `${` reference");
         assert_eq!(parse("${foo.bar}").unwrap_err().0, "unknown reference `${foo.bar}`");
         assert_eq!(parse("${aws:acount}").unwrap_err().0, "unknown reference `${aws:acount}`");
-        assert_eq!(parse("${queues.orders}").unwrap_err().0, "`${queues.orders}` must name a resource and an attribute");
+        assert_eq!(
+            parse("${queues.orders}").unwrap_err().0,
+            "`${queues.orders}` must name a resource and an attribute"
+        );
     }
 }

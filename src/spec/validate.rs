@@ -8,26 +8,55 @@ use crate::diag::{Diagnostic, did_you_mean};
 use std::collections::BTreeSet;
 
 pub const RUNTIMES: &[&str] = &[
-    "python3.9", "python3.10", "python3.11", "python3.12", "python3.13", "python3.14",
-    "nodejs18.x", "nodejs20.x", "nodejs22.x", "nodejs24.x",
-    "java8.al2", "java11", "java17", "java21", "java25",
-    "dotnet8", "dotnet9", "dotnet10",
-    "ruby3.2", "ruby3.3", "ruby3.4",
-    "provided.al2", "provided.al2023",
+    "python3.9",
+    "python3.10",
+    "python3.11",
+    "python3.12",
+    "python3.13",
+    "python3.14",
+    "nodejs18.x",
+    "nodejs20.x",
+    "nodejs22.x",
+    "nodejs24.x",
+    "java8.al2",
+    "java11",
+    "java17",
+    "java21",
+    "java25",
+    "dotnet8",
+    "dotnet9",
+    "dotnet10",
+    "ruby3.2",
+    "ruby3.3",
+    "ruby3.4",
+    "provided.al2",
+    "provided.al2023",
 ];
 
 /// CloudWatch Logs accepts only these retention periods.
-pub const LOG_RETENTION_DAYS: &[u32] = &[
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
-];
+pub const LOG_RETENTION_DAYS: &[u32] =
+    &[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
 
 /// Lambda sets these itself and rejects them in a function's environment.
 const RESERVED_ENV: &[&str] = &[
-    "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EXECUTION_ENV",
-    "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION",
-    "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME",
-    "AWS_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-    "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR",
+    "_HANDLER",
+    "_X_AMZN_TRACE_ID",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API",
+    "LAMBDA_TASK_ROOT",
+    "LAMBDA_RUNTIME_DIR",
 ];
 
 pub const ENV_LIMIT_BYTES: usize = 4096;
@@ -96,11 +125,16 @@ pub fn check(l: &Loaded) -> Vec<Diagnostic> {
     let stack_ok = spec.stack.starts_with(|ch: char| ch.is_ascii_lowercase())
         && spec.stack.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-');
     if !stack_ok {
-        c.at_value("stack", format!("invalid stack name `{}`", spec.stack), "a stack name is lowercase letters, digits and `-`, starting with a letter");
+        c.at_value(
+            "stack",
+            format!("invalid stack name `{}`", spec.stack),
+            "a stack name is lowercase letters, digits and `-`, starting with a letter",
+        );
     }
     let region = spec.stages.get(&l.stage).and_then(|s| s.region.clone()).or_else(|| spec.region.clone());
     if let Some(r) = &region {
-        let ok = r.split('-').count() >= 3 && r.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-');
+        let ok = r.split('-').count() >= 3
+            && r.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-');
         if !ok {
             c.at_value("region", format!("`{r}` is not an AWS region"), "regions look like us-east-1 or eu-west-2");
         }
@@ -123,11 +157,23 @@ fn check_queue(c: &mut Checker, name: &str, q: &QueueSpec) {
     }
     let physical = c.l.queue_physical_name(name);
     if physical.len() > 80 {
-        c.at_key(&base, format!("queue name `{physical}` is {} characters; SQS allows 80", physical.len()), "shorten the stack, stage or queue name");
+        c.at_key(
+            &base,
+            format!("queue name `{physical}` is {} characters; SQS allows 80", physical.len()),
+            "shorten the stack, stage or queue name",
+        );
     }
     let p = |f: &str| format!("{base}.{f}");
     if let Some(v) = q.visibility_timeout {
-        c.range(&p("visibility_timeout"), "visibility_timeout", v.0, 0, 43_200, " s", "SQS allows 0 seconds to 12 hours");
+        c.range(
+            &p("visibility_timeout"),
+            "visibility_timeout",
+            v.0,
+            0,
+            43_200,
+            " s",
+            "SQS allows 0 seconds to 12 hours",
+        );
     }
     if let Some(v) = q.retention {
         c.range(&p("retention"), "retention", v.0, 60, 1_209_600, " s", "SQS keeps messages 60 seconds to 14 days");
@@ -136,22 +182,52 @@ fn check_queue(c: &mut Checker, name: &str, q: &QueueSpec) {
         c.range(&p("delay"), "delay", v.0, 0, 900, " s", "SQS allows a delay of 0 to 900 seconds");
     }
     if let Some(v) = q.receive_wait_time {
-        c.range(&p("receive_wait_time"), "receive_wait_time", v.0, 0, 20, " s", "SQS long polling waits 0 to 20 seconds");
+        c.range(
+            &p("receive_wait_time"),
+            "receive_wait_time",
+            v.0,
+            0,
+            20,
+            " s",
+            "SQS long polling waits 0 to 20 seconds",
+        );
     }
     if let Some(v) = q.max_message_size {
-        c.range(&p("max_message_size"), "max_message_size", v.into(), 1024, 1_048_576, " bytes", "SQS allows 1 KiB to 1 MiB");
+        c.range(
+            &p("max_message_size"),
+            "max_message_size",
+            v.into(),
+            1024,
+            1_048_576,
+            " bytes",
+            "SQS allows 1 KiB to 1 MiB",
+        );
     }
     if q.content_based_deduplication.is_some() && !q.fifo {
-        c.at_key(&p("content_based_deduplication"), "content_based_deduplication needs a FIFO queue".into(), "add `fifo: true`, or remove this key");
+        c.at_key(
+            &p("content_based_deduplication"),
+            "content_based_deduplication needs a FIFO queue".into(),
+            "add `fifo: true`, or remove this key",
+        );
     }
     check_tags(c, &p("tags"), &q.tags);
     if let Some(dl) = &q.dead_letter {
-        c.range(&p("dead_letter.max_receives"), "max_receives", dl.max_receives.into(), 1, 1000, "", "SQS redrive allows 1 to 1000 receives");
+        c.range(
+            &p("dead_letter.max_receives"),
+            "max_receives",
+            dl.max_receives.into(),
+            1,
+            1000,
+            "",
+            "SQS redrive allows 1 to 1000 receives",
+        );
         match spec.queues.get(&dl.queue) {
             None => unknown_name(c, &p("dead_letter.queue"), "queue", &dl.queue, spec.queues.keys()),
-            Some(_) if dl.queue == name => {
-                c.at_value(&p("dead_letter.queue"), format!("queue `{name}` cannot be its own dead-letter queue"), "add a separate queue, e.g. `{name}-dlq: {}`")
-            }
+            Some(_) if dl.queue == name => c.at_value(
+                &p("dead_letter.queue"),
+                format!("queue `{name}` cannot be its own dead-letter queue"),
+                "add a separate queue, e.g. `{name}-dlq: {}`",
+            ),
             Some(target) if target.fifo != q.fifo => {
                 let (a, b) = if q.fifo { ("FIFO", "standard") } else { ("standard", "FIFO") };
                 c.at_value(
@@ -179,7 +255,11 @@ fn check_tags(c: &mut Checker, path: &str, tags: &std::collections::BTreeMap<Str
     for (k, v) in tags {
         let p = format!("{path}.{k}");
         if k.starts_with("slx:") || k.starts_with("aws:") {
-            c.at_key(&p, format!("tag key `{k}` is reserved"), "`slx:` tags mark ownership and `aws:` tags belong to AWS; choose another key");
+            c.at_key(
+                &p,
+                format!("tag key `{k}` is reserved"),
+                "`slx:` tags mark ownership and `aws:` tags belong to AWS; choose another key",
+            );
         } else if k.is_empty() || k.chars().count() > 128 || v.chars().count() > 256 {
             c.at_key(&p, format!("tag `{k}` is too long"), "tag keys hold up to 128 characters and values up to 256");
         }
@@ -194,7 +274,11 @@ fn check_function(c: &mut Checker, name: &str, f: &FunctionSpec) {
     }
     let physical = c.l.physical_name(name);
     if physical.len() > 64 {
-        c.at_key(&base, format!("function name `{physical}` is {} characters; Lambda allows 64", physical.len()), "shorten the stack, stage or function name");
+        c.at_key(
+            &base,
+            format!("function name `{physical}` is {} characters; Lambda allows 64", physical.len()),
+            "shorten the stack, stage or function name",
+        );
     }
     for (field, what) in [("handler", "a handler"), ("runtime", "a runtime"), ("code", "code")] {
         let missing = match field {
@@ -203,7 +287,11 @@ fn check_function(c: &mut Checker, name: &str, f: &FunctionSpec) {
             _ => f.code.is_none(),
         };
         if missing {
-            c.at_key(&base, format!("function `{name}` has no {field}"), format!("set `{field}:` on the function or under `defaults:` ({what} is required)"));
+            c.at_key(
+                &base,
+                format!("function `{name}` has no {field}"),
+                format!("set `{field}:` on the function or under `defaults:` ({what} is required)"),
+            );
         }
     }
     if let Some(rt) = &f.runtime {
@@ -218,49 +306,104 @@ fn check_function(c: &mut Checker, name: &str, f: &FunctionSpec) {
     if let Some(code) = &f.code {
         let path = c.l.dir.join(code);
         if !path.exists() {
-            c.at_value(&c.source(name, "code"), format!("code path `{code}` does not exist"), format!("paths resolve against the spec's folder ({})", c.l.dir.display()));
+            c.at_value(
+                &c.source(name, "code"),
+                format!("code path `{code}` does not exist"),
+                format!("paths resolve against the spec's folder ({})", c.l.dir.display()),
+            );
         } else if path.is_file() && !code.ends_with(".zip") {
-            c.at_value(&c.source(name, "code"), format!("code path `{code}` is a file but not a .zip"), "point `code:` at a directory or a .zip file");
+            c.at_value(
+                &c.source(name, "code"),
+                format!("code path `{code}` is a file but not a .zip"),
+                "point `code:` at a directory or a .zip file",
+            );
         }
     }
     if let Some(m) = f.memory {
         c.range(&c.source(name, "memory"), "memory", m.into(), 128, 10_240, " MB", "Lambda accepts 128 to 10240 MB");
     }
     if let Some(t) = f.timeout {
-        c.range(&c.source(name, "timeout"), "timeout", t.0, 1, 900, " s", "Lambda functions run at most 900 seconds (15 minutes)");
+        c.range(
+            &c.source(name, "timeout"),
+            "timeout",
+            t.0,
+            1,
+            900,
+            " s",
+            "Lambda functions run at most 900 seconds (15 minutes)",
+        );
     }
     if let Some(e) = f.ephemeral_storage {
-        c.range(&c.source(name, "ephemeral_storage"), "ephemeral_storage", e.into(), 512, 10_240, " MB", "Lambda's /tmp is 512 to 10240 MB");
+        c.range(
+            &c.source(name, "ephemeral_storage"),
+            "ephemeral_storage",
+            e.into(),
+            512,
+            10_240,
+            " MB",
+            "Lambda's /tmp is 512 to 10240 MB",
+        );
     }
     if let Some(days) = f.log_retention_days {
         if !LOG_RETENTION_DAYS.contains(&days) {
             let nearest = LOG_RETENTION_DAYS.iter().min_by_key(|d| d.abs_diff(days)).unwrap();
-            c.at_value(&c.source(name, "log_retention_days"), format!("log_retention_days {days} is not a CloudWatch Logs retention period"), format!("the nearest allowed value is {nearest}"));
+            c.at_value(
+                &c.source(name, "log_retention_days"),
+                format!("log_retention_days {days} is not a CloudWatch Logs retention period"),
+                format!("the nearest allowed value is {nearest}"),
+            );
         }
     }
     let mut env_bytes = 0;
     for (k, v) in &f.environment {
         let p = c.source(name, &format!("environment.{k}"));
         env_bytes += k.len() + v.len();
-        let valid = k.len() >= 2 && k.starts_with(|ch: char| ch.is_ascii_alphabetic()) && k.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+        let valid = k.len() >= 2
+            && k.starts_with(|ch: char| ch.is_ascii_alphabetic())
+            && k.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
         if !valid {
-            c.at_key(&p, format!("invalid environment variable name `{k}`"), "Lambda needs a letter followed by letters, digits or `_` (at least 2 characters)");
+            c.at_key(
+                &p,
+                format!("invalid environment variable name `{k}`"),
+                "Lambda needs a letter followed by letters, digits or `_` (at least 2 characters)",
+            );
         } else if RESERVED_ENV.contains(&k.as_str()) {
-            c.at_key(&p, format!("environment variable `{k}` is reserved by Lambda"), "Lambda sets it itself; choose another name");
+            c.at_key(
+                &p,
+                format!("environment variable `{k}` is reserved by Lambda"),
+                "Lambda sets it itself; choose another name",
+            );
         }
     }
     if env_bytes > ENV_LIMIT_BYTES {
-        c.at_key(&c.source(name, "environment"), format!("environment is {env_bytes} bytes; Lambda allows 4096 in total"), "move large values to SSM Parameter Store or a file in the code");
+        c.at_key(
+            &c.source(name, "environment"),
+            format!("environment is {env_bytes} bytes; Lambda allows 4096 in total"),
+            "move large values to SSM Parameter Store or a file in the code",
+        );
     }
     if let Some(layers) = &f.layers {
         if layers.len() > 5 {
-            c.at_value(&c.source(name, "layers"), format!("{} layers; Lambda allows 5", layers.len()), "merge layers or ship the code in the function");
+            c.at_value(
+                &c.source(name, "layers"),
+                format!("{} layers; Lambda allows 5", layers.len()),
+                "merge layers or ship the code in the function",
+            );
         }
         for (i, arn) in layers.iter().enumerate() {
             let parts: Vec<&str> = arn.split(':').collect();
-            let ok = arn.contains("${") || (parts.len() == 8 && parts[0] == "arn" && parts[2] == "lambda" && parts[5] == "layer" && parts[7].parse::<u64>().is_ok());
+            let ok = arn.contains("${")
+                || (parts.len() == 8
+                    && parts[0] == "arn"
+                    && parts[2] == "lambda"
+                    && parts[5] == "layer"
+                    && parts[7].parse::<u64>().is_ok());
             if !ok {
-                c.at_value(&c.source(name, &format!("layers.{i}")), format!("`{arn}` is not a layer version ARN"), "layer ARNs look like arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION");
+                c.at_value(
+                    &c.source(name, &format!("layers.{i}")),
+                    format!("`{arn}` is not a layer version ARN"),
+                    "layer ARNs look like arn:aws:lambda:REGION:ACCOUNT:layer:NAME:VERSION",
+                );
             }
         }
     }
@@ -270,19 +413,44 @@ fn check_function(c: &mut Checker, name: &str, f: &FunctionSpec) {
     }
     if let Some(a) = &f.async_config {
         if let Some(r) = a.max_retries {
-            c.range(&c.source(name, "async.max_retries"), "max_retries", r.into(), 0, 2, "", "Lambda retries an async event at most 2 times");
+            c.range(
+                &c.source(name, "async.max_retries"),
+                "max_retries",
+                r.into(),
+                0,
+                2,
+                "",
+                "Lambda retries an async event at most 2 times",
+            );
         }
         if let Some(age) = a.max_event_age {
-            c.range(&c.source(name, "async.max_event_age"), "max_event_age", age.0, 60, 21_600, " s", "Lambda keeps async events 60 seconds to 6 hours");
+            c.range(
+                &c.source(name, "async.max_event_age"),
+                "max_event_age",
+                age.0,
+                60,
+                21_600,
+                " s",
+                "Lambda keeps async events 60 seconds to 6 hours",
+            );
         }
         if let Some(d) = &a.on_failure {
             let path = c.source(name, "async.on_failure");
-            let set: Vec<&str> = [("queue", d.queue.is_some()), ("bus", d.bus.is_some()), ("function", d.function.is_some()), ("topic_arn", d.topic_arn.is_some())]
-                .into_iter()
-                .filter_map(|(k, s)| s.then_some(k))
-                .collect();
+            let set: Vec<&str> = [
+                ("queue", d.queue.is_some()),
+                ("bus", d.bus.is_some()),
+                ("function", d.function.is_some()),
+                ("topic_arn", d.topic_arn.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(k, s)| s.then_some(k))
+            .collect();
             if set.len() != 1 {
-                c.at_key(&path, format!("on_failure needs exactly one destination, found {}", set.len()), "set one of `queue`, `bus`, `function` or `topic_arn`");
+                c.at_key(
+                    &path,
+                    format!("on_failure needs exactly one destination, found {}", set.len()),
+                    "set one of `queue`, `bus`, `function` or `topic_arn`",
+                );
             }
             if let Some(q) = &d.queue {
                 check_async_target(c, &format!("{path}.queue"), q, "on_failure queue");
@@ -294,12 +462,20 @@ fn check_function(c: &mut Checker, name: &str, f: &FunctionSpec) {
                 if !spec.functions.contains_key(target) {
                     unknown_name(c, &format!("{path}.function"), "function", target, spec.functions.keys());
                 } else if target == name {
-                    c.at_value(&format!("{path}.function"), format!("function `{name}` cannot send its own failures to itself"), "send them to a queue or another function");
+                    c.at_value(
+                        &format!("{path}.function"),
+                        format!("function `{name}` cannot send its own failures to itself"),
+                        "send them to a queue or another function",
+                    );
                 }
             }
             if let Some(t) = &d.topic_arn {
                 if !t.contains("${") && !t.starts_with("arn:aws") | !t.contains(":sns:") {
-                    c.at_value(&format!("{path}.topic_arn"), format!("`{t}` is not an SNS topic ARN"), "topic ARNs look like arn:aws:sns:REGION:ACCOUNT:NAME");
+                    c.at_value(
+                        &format!("{path}.topic_arn"),
+                        format!("`{t}` is not an SNS topic ARN"),
+                        "topic ARNs look like arn:aws:sns:REGION:ACCOUNT:NAME",
+                    );
                 }
             }
         }
@@ -308,21 +484,34 @@ fn check_function(c: &mut Checker, name: &str, f: &FunctionSpec) {
         if !spec.queues.contains_key(q) {
             let path = c.source(name, &format!("access.queues.{q}"));
             let known: Vec<&str> = spec.queues.keys().map(String::as_str).collect();
-            let hint = did_you_mean(q, known.iter().copied()).map(|s| format!("did you mean `{s}`?")).unwrap_or_else(|| "grant access to queues defined under `queues:`".into());
+            let hint = did_you_mean(q, known.iter().copied())
+                .map(|s| format!("did you mean `{s}`?"))
+                .unwrap_or_else(|| "grant access to queues defined under `queues:`".into());
             c.at_key(&path, format!("unknown queue `{q}`"), hint);
         }
     }
     for (i, perm) in f.permissions.iter().enumerate() {
         let p = c.source(name, &format!("permissions.{i}"));
         if perm.allow.is_empty() || perm.resources.is_empty() {
-            c.at_key(&p, "a permission needs at least one action in `allow` and one ARN in `resources`".into(), "e.g. { allow: [s3:GetObject], resources: [\"arn:aws:s3:::bucket/*\"] }");
+            c.at_key(
+                &p,
+                "a permission needs at least one action in `allow` and one ARN in `resources`".into(),
+                "e.g. { allow: [s3:GetObject], resources: [\"arn:aws:s3:::bucket/*\"] }",
+            );
         }
         for a in &perm.allow {
             let ok = a.split_once(':').is_some_and(|(svc, act)| {
-                !svc.is_empty() && !act.is_empty() && svc.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-') && act.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '*')
+                !svc.is_empty()
+                    && !act.is_empty()
+                    && svc.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+                    && act.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '*')
             });
             if !ok {
-                c.at_value(&format!("{p}.allow"), format!("`{a}` is not an IAM action"), "actions look like service:Action, e.g. s3:GetObject or dynamodb:*");
+                c.at_value(
+                    &format!("{p}.allow"),
+                    format!("`{a}` is not an IAM action"),
+                    "actions look like service:Action, e.g. s3:GetObject or dynamodb:*",
+                );
             }
         }
     }
@@ -334,9 +523,17 @@ fn check_async_target(c: &mut Checker, path: &str, target: &str, what: &str) {
     let spec = &c.l.spec;
     if target.starts_with("arn:") {
         if target.contains(":sqs:") && target.ends_with(".fifo") {
-            c.at_value(path, format!("the {what} `{target}` is a FIFO queue"), "Lambda sends failed async events only to standard queues or SNS topics");
+            c.at_value(
+                path,
+                format!("the {what} `{target}` is a FIFO queue"),
+                "Lambda sends failed async events only to standard queues or SNS topics",
+            );
         } else if !target.contains(":sqs:") && !target.contains(":sns:") {
-            c.at_value(path, format!("the {what} `{target}` is neither an SQS queue nor an SNS topic"), "use a queue of this stack, or an SQS/SNS ARN");
+            c.at_value(
+                path,
+                format!("the {what} `{target}` is neither an SQS queue nor an SNS topic"),
+                "use a queue of this stack, or an SQS/SNS ARN",
+            );
         }
         return;
     }
@@ -384,7 +581,12 @@ fn resource_ref_ok(l: &Loaded, r: &Ref) -> Result<(), (String, String)> {
     let (names, attrs): (BTreeSet<&String>, &[&str]) = match section.as_str() {
         "queues" => (l.spec.queues.keys().collect(), &["url", "arn", "name"]),
         "functions" => (l.spec.functions.keys().collect(), &["arn", "name"]),
-        other => return Err((format!("{r} refers to `{other}`, which this stack does not define"), "references can name queues and functions".into())),
+        other => {
+            return Err((
+                format!("{r} refers to `{other}`, which this stack does not define"),
+                "references can name queues and functions".into(),
+            ));
+        }
     };
     if !names.contains(name) {
         let hint = match did_you_mean(name, names.iter().map(|s| s.as_str())) {
@@ -394,7 +596,10 @@ fn resource_ref_ok(l: &Loaded, r: &Ref) -> Result<(), (String, String)> {
         return Err((format!("{r} refers to an unknown {}", &section[..section.len() - 1]), hint));
     }
     if !attrs.contains(&attr.as_str()) {
-        return Err((format!("{r}: `{attr}` is not an attribute of a {}", &section[..section.len() - 1]), format!("use one of {}", attrs.join(", "))));
+        return Err((
+            format!("{r}: `{attr}` is not an attribute of a {}", &section[..section.len() - 1]),
+            format!("use one of {}", attrs.join(", ")),
+        ));
     }
     Ok(())
 }

@@ -25,7 +25,10 @@ pub struct Node {
 pub enum Value {
     Null,
     /// `plain` is false for quoted and block scalars, which are always strings.
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     Map(Vec<Entry>),
 }
@@ -225,8 +228,7 @@ fn merge_keys(entries: Vec<Entry>) -> Result<Vec<Entry>, Diagnostic> {
             Value::Map(_) => vec![m.value],
             Value::Seq(items) => items,
             _ => {
-                return Err(Diagnostic::new("`<<` must merge a mapping or a list of mappings")
-                    .at_mark(m.key_mark));
+                return Err(Diagnostic::new("`<<` must merge a mapping or a list of mappings").at_mark(m.key_mark));
             }
         };
         for src in sources {
@@ -354,7 +356,9 @@ mod tests {
         let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..9 {
             let p = i - 1;
-            doc.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+            doc.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
         }
         let e = parse(&doc).unwrap_err();
         assert!(e.message.starts_with("the document expands to more than"), "{}", e.message);
@@ -362,9 +366,15 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_an_error_not_a_stack_overflow() {
-        let doc = "[".repeat(10_000) + &"]".repeat(10_000);
-        let e = parse(&doc).unwrap_err();
+        let flow = "[".repeat(10_000) + &"]".repeat(10_000);
+        let e = parse(&flow).unwrap_err();
+        assert_eq!(e.message, "invalid YAML: recursion limit exceeded");
+        assert!(e.mark.is_some());
+        let block: String =
+            (0..100).map(|i| format!("{}a:\n", "  ".repeat(i))).collect::<String>() + &"  ".repeat(100) + "x: 1\n";
+        let e = parse(&block).unwrap_err();
         assert_eq!(e.message, format!("nesting deeper than {MAX_DEPTH} levels"));
+        assert_eq!(e.mark.map(|m| m.line), Some(65), "points at the first mapping too deep");
     }
 
     #[test]
