@@ -225,9 +225,9 @@ fn build_graph(loaded: &Loaded, package_code: bool) -> Result<Graph> {
         for name in loaded.spec.functions.keys() {
             let f = loaded.function(name);
             let path = loaded.dir.join(f.code.as_deref().unwrap_or_default());
-            if !packages.contains_key(&path) {
-                let pkg = package::build(&path).with_context(|| format!("packaging function.{name}"))?;
-                packages.insert(path, Arc::new(pkg));
+            if let std::collections::hash_map::Entry::Vacant(slot) = packages.entry(path) {
+                let pkg = package::build(slot.key()).with_context(|| format!("packaging function.{name}"))?;
+                slot.insert(Arc::new(pkg));
             }
         }
     }

@@ -138,10 +138,10 @@ fn ref_deps(template: &Value, out: &mut BTreeSet<String>) {
     match template {
         Value::String(s) if s.contains("${") => {
             for r in interp::references(s) {
-                if let Ref::Resource { section, name, .. } = r {
-                    if let Some(k) = section_kind(&section) {
-                        out.insert(format!("{}.{name}", k.prefix()));
-                    }
+                if let Ref::Resource { section, name, .. } = r
+                    && let Some(k) = section_kind(&section)
+                {
+                    out.insert(format!("{}.{name}", k.prefix()));
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! End to end against the emulator, checked through the AWS API.
 
-use crate::support::{Emulator, copy_example, edit};
+use crate::support::{Emulator, copy_example};
 use aws_sdk_sqs::types::QueueAttributeName as A;
 use serde_json::Value;
 use std::collections::HashMap;

@@ -179,12 +179,12 @@ pub fn expand_static(
 ) -> Result<(), Vec<Diagnostic>> {
     let stack = root.get("stack").and_then(Node::text).unwrap_or_default().to_string();
     let mut vars = root.get("vars").cloned().unwrap_or(Node { mark: root.mark, value: Value::Map(Vec::new()) });
-    if let Some(stage_vars) = root.get("stages").and_then(|s| s.get(stage)).and_then(|s| s.get("vars")) {
-        if let (Value::Map(base), Value::Map(over)) = (&mut vars.value, &stage_vars.value) {
-            for e in over {
-                base.retain(|b| b.key != e.key);
-                base.push(e.clone());
-            }
+    if let Some(stage_vars) = root.get("stages").and_then(|s| s.get(stage)).and_then(|s| s.get("vars"))
+        && let (Value::Map(base), Value::Map(over)) = (&mut vars.value, &stage_vars.value)
+    {
+        for e in over {
+            base.retain(|b| b.key != e.key);
+            base.push(e.clone());
         }
     }
     let ctx = Ctx { stack, stage, vars, env };

@@ -406,7 +406,7 @@ pub fn load_str(
         d.file = Some(file.to_string());
         Diagnostics::from(d)
     };
-    validate::stage_name(stage).map_err(|d| Diagnostics::from(d))?;
+    validate::stage_name(stage).map_err(Diagnostics::from)?;
     let mut root = yaml::parse(text).map_err(locate)?;
     if !matches!(root.value, yaml::Value::Map(_)) {
         return Err(locate(

@@ -73,6 +73,15 @@ pub fn stage_name(stage: &str) -> Result<(), Diagnostic> {
     }
 }
 
+/// An AWS limit: the allowed range of a number and how to explain it.
+struct Limit {
+    what: &'static str,
+    min: u64,
+    max: u64,
+    unit: &'static str,
+    hint: &'static str,
+}
+
 struct Checker<'a> {
     l: &'a Loaded,
     out: Vec<Diagnostic>,
@@ -106,9 +115,10 @@ impl Checker<'_> {
         if self.l.root.locate(&segs).is_some() { own } else { format!("defaults.{field}") }
     }
 
-    fn range(&mut self, path: &str, what: &str, value: u64, min: u64, max: u64, unit: &str, hint: &str) {
-        if value < min || value > max {
-            self.at_value(path, format!("{what} {value}{unit} is out of range {min}..{max}{unit}"), hint);
+    fn range(&mut self, path: &str, value: u64, l: Limit) {
+        if value < l.min || value > l.max {
+            let message = format!("{} {value}{} is out of range {}..{}{}", l.what, l.unit, l.min, l.max, l.unit);
+            self.at_value(path, message, l.hint);
         }
     }
 }
@@ -167,40 +177,60 @@ fn check_queue(c: &mut Checker, name: &str, q: &QueueSpec) {
     if let Some(v) = q.visibility_timeout {
         c.range(
             &p("visibility_timeout"),
-            "visibility_timeout",
             v.0,
-            0,
-            43_200,
-            " s",
-            "SQS allows 0 seconds to 12 hours",
+            Limit {
+                what: "visibility_timeout",
+                min: 0,
+                max: 43_200,
+                unit: " s",
+                hint: "SQS allows 0 seconds to 12 hours",
+            },
         );
     }
     if let Some(v) = q.retention {
-        c.range(&p("retention"), "retention", v.0, 60, 1_209_600, " s", "SQS keeps messages 60 seconds to 14 days");
+        c.range(
+            &p("retention"),
+            v.0,
+            Limit {
+                what: "retention",
+                min: 60,
+                max: 1_209_600,
+                unit: " s",
+                hint: "SQS keeps messages 60 seconds to 14 days",
+            },
+        );
     }
     if let Some(v) = q.delay {
-        c.range(&p("delay"), "delay", v.0, 0, 900, " s", "SQS allows a delay of 0 to 900 seconds");
+        c.range(
+            &p("delay"),
+            v.0,
+            Limit { what: "delay", min: 0, max: 900, unit: " s", hint: "SQS allows a delay of 0 to 900 seconds" },
+        );
     }
     if let Some(v) = q.receive_wait_time {
         c.range(
             &p("receive_wait_time"),
-            "receive_wait_time",
             v.0,
-            0,
-            20,
-            " s",
-            "SQS long polling waits 0 to 20 seconds",
+            Limit {
+                what: "receive_wait_time",
+                min: 0,
+                max: 20,
+                unit: " s",
+                hint: "SQS long polling waits 0 to 20 seconds",
+            },
         );
     }
     if let Some(v) = q.max_message_size {
         c.range(
             &p("max_message_size"),
-            "max_message_size",
             v.into(),
-            1024,
-            1_048_576,
-            " bytes",
-            "SQS allows 1 KiB to 1 MiB",
+            Limit {
+                what: "max_message_size",
+                min: 1024,
+                max: 1_048_576,
+                unit: " bytes",
+                hint: "SQS allows 1 KiB to 1 MiB",
+            },
         );
     }
     if q.content_based_deduplication.is_some() && !q.fifo {
@@ -214,12 +244,8 @@ fn check_queue(c: &mut Checker, name: &str, q: &QueueSpec) {
     if let Some(dl) = &q.dead_letter {
         c.range(
             &p("dead_letter.max_receives"),
-            "max_receives",
             dl.max_receives.into(),
-            1,
-            1000,
-            "",
-            "SQS redrive allows 1 to 1000 receives",
+            Limit { what: "max_receives", min: 1, max: 1000, unit: "", hint: "SQS redrive allows 1 to 1000 receives" },
         );
         match spec.queues.get(&dl.queue) {
             None => unknown_name(c, &p("dead_letter.queue"), "queue", &dl.queue, spec.queues.keys()),
@@ -294,14 +320,14 @@ fn check_function(c: &mut Checker, name: &str, f: &FunctionSpec) {
             );
         }
     }
-    if let Some(rt) = &f.runtime {
-        if !RUNTIMES.contains(&rt.as_str()) {
-            let hint = match did_you_mean(rt, RUNTIMES.iter().copied()) {
-                Some(s) => format!("did you mean `{s}`?"),
-                None => format!("supported runtimes: {}", RUNTIMES.join(", ")),
-            };
-            c.at_value(&c.source(name, "runtime"), format!("unknown runtime `{rt}`"), hint);
-        }
+    if let Some(rt) = &f.runtime
+        && !RUNTIMES.contains(&rt.as_str())
+    {
+        let hint = match did_you_mean(rt, RUNTIMES.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!("supported runtimes: {}", RUNTIMES.join(", ")),
+        };
+        c.at_value(&c.source(name, "runtime"), format!("unknown runtime `{rt}`"), hint);
     }
     if let Some(code) = &f.code {
         let path = c.l.dir.join(code);
@@ -320,39 +346,47 @@ fn check_function(c: &mut Checker, name: &str, f: &FunctionSpec) {
         }
     }
     if let Some(m) = f.memory {
-        c.range(&c.source(name, "memory"), "memory", m.into(), 128, 10_240, " MB", "Lambda accepts 128 to 10240 MB");
+        c.range(
+            &c.source(name, "memory"),
+            m.into(),
+            Limit { what: "memory", min: 128, max: 10_240, unit: " MB", hint: "Lambda accepts 128 to 10240 MB" },
+        );
     }
     if let Some(t) = f.timeout {
         c.range(
             &c.source(name, "timeout"),
-            "timeout",
             t.0,
-            1,
-            900,
-            " s",
-            "Lambda functions run at most 900 seconds (15 minutes)",
+            Limit {
+                what: "timeout",
+                min: 1,
+                max: 900,
+                unit: " s",
+                hint: "Lambda functions run at most 900 seconds (15 minutes)",
+            },
         );
     }
     if let Some(e) = f.ephemeral_storage {
         c.range(
             &c.source(name, "ephemeral_storage"),
-            "ephemeral_storage",
             e.into(),
-            512,
-            10_240,
-            " MB",
-            "Lambda's /tmp is 512 to 10240 MB",
+            Limit {
+                what: "ephemeral_storage",
+                min: 512,
+                max: 10_240,
+                unit: " MB",
+                hint: "Lambda's /tmp is 512 to 10240 MB",
+            },
         );
     }
-    if let Some(days) = f.log_retention_days {
-        if !LOG_RETENTION_DAYS.contains(&days) {
-            let nearest = LOG_RETENTION_DAYS.iter().min_by_key(|d| d.abs_diff(days)).unwrap();
-            c.at_value(
-                &c.source(name, "log_retention_days"),
-                format!("log_retention_days {days} is not a CloudWatch Logs retention period"),
-                format!("the nearest allowed value is {nearest}"),
-            );
-        }
+    if let Some(days) = f.log_retention_days
+        && !LOG_RETENTION_DAYS.contains(&days)
+    {
+        let nearest = LOG_RETENTION_DAYS.iter().min_by_key(|d| d.abs_diff(days)).unwrap();
+        c.at_value(
+            &c.source(name, "log_retention_days"),
+            format!("log_retention_days {days} is not a CloudWatch Logs retention period"),
+            format!("the nearest allowed value is {nearest}"),
+        );
     }
     let mut env_bytes = 0;
     for (k, v) in &f.environment {
@@ -415,23 +449,27 @@ fn check_function(c: &mut Checker, name: &str, f: &FunctionSpec) {
         if let Some(r) = a.max_retries {
             c.range(
                 &c.source(name, "async.max_retries"),
-                "max_retries",
                 r.into(),
-                0,
-                2,
-                "",
-                "Lambda retries an async event at most 2 times",
+                Limit {
+                    what: "max_retries",
+                    min: 0,
+                    max: 2,
+                    unit: "",
+                    hint: "Lambda retries an async event at most 2 times",
+                },
             );
         }
         if let Some(age) = a.max_event_age {
             c.range(
                 &c.source(name, "async.max_event_age"),
-                "max_event_age",
                 age.0,
-                60,
-                21_600,
-                " s",
-                "Lambda keeps async events 60 seconds to 6 hours",
+                Limit {
+                    what: "max_event_age",
+                    min: 60,
+                    max: 21_600,
+                    unit: " s",
+                    hint: "Lambda keeps async events 60 seconds to 6 hours",
+                },
             );
         }
         if let Some(d) = &a.on_failure {
@@ -469,18 +507,19 @@ fn check_function(c: &mut Checker, name: &str, f: &FunctionSpec) {
                     );
                 }
             }
-            if let Some(t) = &d.topic_arn {
-                if !t.contains("${") && !t.starts_with("arn:aws") | !t.contains(":sns:") {
-                    c.at_value(
-                        &format!("{path}.topic_arn"),
-                        format!("`{t}` is not an SNS topic ARN"),
-                        "topic ARNs look like arn:aws:sns:REGION:ACCOUNT:NAME",
-                    );
-                }
+            if let Some(t) = &d.topic_arn
+                && !t.contains("${")
+                && (!t.starts_with("arn:aws") || !t.contains(":sns:"))
+            {
+                c.at_value(
+                    &format!("{path}.topic_arn"),
+                    format!("`{t}` is not an SNS topic ARN"),
+                    "topic ARNs look like arn:aws:sns:REGION:ACCOUNT:NAME",
+                );
             }
         }
     }
-    for (q, _) in &f.access.queues {
+    for q in f.access.queues.keys() {
         if !spec.queues.contains_key(q) {
             let path = c.source(name, &format!("access.queues.{q}"));
             let known: Vec<&str> = spec.queues.keys().map(String::as_str).collect();

@@ -198,17 +198,17 @@ impl Builder {
                     }
                 },
                 Some((k, key_mark)) => {
-                    if k != "<<" {
-                        if let Some(first) = entries.iter().find(|e| e.key == k) {
-                            let d = Diagnostic::new(format!("duplicate key `{k}`"))
-                                .hint(format!(
-                                    "it is first defined at line {}, column {}",
-                                    first.key_mark.line, first.key_mark.col
-                                ))
-                                .at_mark(key_mark);
-                            self.fail(d);
-                            return;
-                        }
+                    if k != "<<"
+                        && let Some(first) = entries.iter().find(|e| e.key == k)
+                    {
+                        let d = Diagnostic::new(format!("duplicate key `{k}`"))
+                            .hint(format!(
+                                "it is first defined at line {}, column {}",
+                                first.key_mark.line, first.key_mark.col
+                            ))
+                            .at_mark(key_mark);
+                        self.fail(d);
+                        return;
                     }
                     entries.push(Entry { key: k, key_mark, value: node });
                 }
