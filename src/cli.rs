@@ -114,6 +114,14 @@ enum Command {
         #[arg(long, default_value_t = apply::DEFAULT_PARALLELISM)]
         parallelism: usize,
     },
+    /// Build a deployment package from a directory and print its CodeSha256
+    Package {
+        /// The code directory (or .zip file)
+        path: PathBuf,
+        /// Write the zip here
+        #[arg(long, short = 'o')]
+        out: Option<PathBuf>,
+    },
     /// Print the JSON Schema of the spec format
     Schema,
 }
@@ -166,6 +174,15 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
     match cli.command {
         Command::Schema => {
             print!("{}", spec::json_schema());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Package { path, out } => {
+            let started = std::time::Instant::now();
+            let pkg = package::build(&path)?;
+            if let Some(out) = out {
+                std::fs::write(&out, &pkg.bytes).with_context(|| format!("cannot write {}", out.display()))?;
+            }
+            println!("{}  {} files  {} bytes  {:.3}s", pkg.sha256, pkg.files, pkg.bytes.len(), started.elapsed().as_secs_f64());
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { file, stage } => {
