@@ -182,7 +182,13 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
             if let Some(out) = out {
                 std::fs::write(&out, &pkg.bytes).with_context(|| format!("cannot write {}", out.display()))?;
             }
-            println!("{}  {} files  {} bytes  {:.3}s", pkg.sha256, pkg.files, pkg.bytes.len(), started.elapsed().as_secs_f64());
+            println!(
+                "{}  {} files  {} bytes  {:.3}s",
+                pkg.sha256,
+                pkg.files,
+                pkg.bytes.len(),
+                started.elapsed().as_secs_f64()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { file, stage } => {
