@@ -25,6 +25,20 @@ fn invalid_spec_fails_with_location_and_hint_before_any_aws_call() {
 }
 
 #[test]
+fn deploy_without_a_terminal_needs_yes() {
+    let emu = Emulator::start();
+    let spec = root().join("examples/queue-worker/slx.yaml");
+    let run = emu.slx(&["deploy", "-f", spec.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("error: refusing to change AWS without confirmation: stdin is not a terminal"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("hint: pass --yes to apply without asking"), "{run:?}");
+    assert!(emu.writes().is_empty(), "nothing was applied: {:?}", emu.writes());
+}
+
+#[test]
 fn validate_needs_no_aws() {
     let run = slx_with_endpoint(
         Some("http://127.0.0.1:9"),

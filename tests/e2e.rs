@@ -225,8 +225,10 @@ async fn queue_worker_lifecycle() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stdout.contains("~ function.worker  update  orders-dev-worker\n      memory: 1024 → 512\n"), "{run:?}");
     assert!(run.stdout.contains("Plan: 0 to create, 1 to update, 0 to replace, 0 to delete, 8 unchanged."), "{run:?}");
-    let json = emu.slx(&["plan", "-f", file, "--format", "json"]);
-    let plan: Value = serde_json::from_str(&json.stdout).unwrap();
+    let saved = dir.path().join("plan.json");
+    let md = emu.slx(&["plan", "-f", file, "--format", "markdown", "--out", saved.to_str().unwrap()]);
+    assert!(md.stdout.contains("| `~` | `function.worker` | update | `memory`: `1024` → `512` |"), "{md:?}");
+    let plan: Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
     assert_eq!(plan["format_version"], 1);
     let action = plan["actions"].as_array().unwrap().iter().find(|a| a["address"] == "function.worker").unwrap();
     assert_eq!(action["action"], "update");
@@ -284,9 +286,17 @@ async fn queue_worker_lifecycle() {
     let run = emu.slx(&["plan", "-f", file, "--detailed-exitcode"]);
     assert_eq!(run.code, 0, "{run:?}");
 
-    // Destroy leaves nothing of the stack; a stranger's resource with the same prefix survives.
-    aws.sqs.create_queue().queue_name("orders-dev-handmade").send().await.unwrap();
+    // Destroy refuses to delete a queue holding messages without --force.
+    let dlq_url = aws.queue_url("orders-dev-orders-dlq").await.unwrap();
+    aws.sqs.send_message().queue_url(&dlq_url).message_body("dead letter").send().await.unwrap();
     let run = emu.slx(&["destroy", "-f", file, "--yes"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("refusing to delete queue orders-dev-orders-dlq: it holds 1 message"), "{run:?}");
+    assert!(aws.queue_url("orders-dev-orders-dlq").await.is_some(), "the queue with a message survives destroy");
+
+    // Destroy --force leaves nothing of the stack; a stranger's resource with the same prefix survives.
+    aws.sqs.create_queue().queue_name("orders-dev-handmade").send().await.unwrap();
+    let run = emu.slx(&["destroy", "-f", file, "--yes", "--force"]);
     assert_eq!(run.code, 0, "{run:?}");
     let left = aws.leftovers("orders-dev-").await;
     assert_eq!(left.len(), 1, "{left:?}");
