@@ -10,7 +10,7 @@ use crate::diag::{Diagnostic, Diagnostics};
 use crate::package::Package;
 use crate::resource::*;
 use crate::spec::interp::{self, Part, Ref};
-use crate::spec::{Loaded, QueueAccess};
+use crate::spec::{EventSpec, Loaded, QueueAccess, StreamSource, TableAccess};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -117,6 +117,12 @@ impl Graph {
                     (Kind::Function, "arn") => {
                         Some(format!("arn:aws:lambda:{}:{}:function:{}", facts.region, facts.account, res.name))
                     }
+                    (Kind::Table, "arn") => {
+                        Some(format!("arn:aws:dynamodb:{}:{}:table/{}", facts.region, facts.account, res.name))
+                    }
+                    (Kind::Bus, "arn") => {
+                        Some(format!("arn:aws:events:{}:{}:event-bus/{}", facts.region, facts.account, res.name))
+                    }
                     _ => facts.outputs.get(&address)?.get(attr).cloned(),
                 }
             }
@@ -129,6 +135,8 @@ fn section_kind(section: &str) -> Option<Kind> {
     match section {
         "queues" => Some(Kind::Queue),
         "functions" => Some(Kind::Function),
+        "tables" => Some(Kind::Table),
+        "buses" => Some(Kind::Bus),
         _ => None,
     }
 }
@@ -185,6 +193,87 @@ fn queue_arn(name: &str) -> String {
     format!("${{queues.{name}.arn}}")
 }
 
+const ACCOUNT_REGION: &str = "${aws:region}:${aws:account_id}";
+
+/// The ARN of a rule; rules on custom buses carry the bus name.
+fn rule_arn(bus: &str, rule: &str) -> String {
+    if bus == "default" {
+        format!("arn:aws:events:{ACCOUNT_REGION}:rule/{rule}")
+    } else {
+        format!("arn:aws:events:{ACCOUNT_REGION}:rule/{bus}/{rule}")
+    }
+}
+
+/// What one function's events and grants add to the graph and to its role.
+#[derive(Default)]
+struct Grants {
+    send: BTreeSet<String>,
+    consume: BTreeSet<String>,
+    publish: BTreeSet<String>,
+    invoke: BTreeSet<String>,
+    stream_read: BTreeSet<String>,
+    kinesis_read: BTreeSet<String>,
+    table_read: BTreeSet<String>,
+    table_write: BTreeSet<String>,
+}
+
+impl Grants {
+    fn statements(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut grant = |sid: &str, actions: &[&str], resources: &BTreeSet<String>| {
+            if !resources.is_empty() {
+                out.push(json!({ "Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources }));
+            }
+        };
+        grant("SendToQueues", &["sqs:SendMessage"], &self.send);
+        grant(
+            "ConsumeQueues",
+            &["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"],
+            &self.consume,
+        );
+        grant("PublishToTopics", &["sns:Publish"], &self.publish);
+        grant("InvokeFunctions", &["lambda:InvokeFunction"], &self.invoke);
+        grant(
+            "ReadTableStreams",
+            &["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"],
+            &self.stream_read,
+        );
+        grant(
+            "ReadKinesisStreams",
+            &[
+                "kinesis:DescribeStream",
+                "kinesis:DescribeStreamSummary",
+                "kinesis:GetRecords",
+                "kinesis:GetShardIterator",
+                "kinesis:ListShards",
+                "kinesis:SubscribeToShard",
+            ],
+            &self.kinesis_read,
+        );
+        grant(
+            "ReadTables",
+            &[
+                "dynamodb:GetItem",
+                "dynamodb:BatchGetItem",
+                "dynamodb:Query",
+                "dynamodb:Scan",
+                "dynamodb:ConditionCheckItem",
+            ],
+            &self.table_read,
+        );
+        grant(
+            "WriteTables",
+            &["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"],
+            &self.table_write,
+        );
+        out
+    }
+}
+
+fn table_arn(physical: &str) -> String {
+    format!("arn:aws:dynamodb:{ACCOUNT_REGION}:table/{physical}")
+}
+
 /// Builds the resource graph. `packages` maps each function's code path to its package.
 pub fn build(l: &Loaded, packages: &HashMap<PathBuf, Arc<Package>>) -> Result<Graph, Diagnostics> {
     let mut b = Builder { l, resources: Vec::new() };
@@ -203,6 +292,7 @@ pub fn build(l: &Loaded, packages: &HashMap<PathBuf, Arc<Package>>) -> Result<Gr
                 .dead_letter
                 .as_ref()
                 .map(|d| Redrive { queue_arn: queue_arn(&d.queue), max_receives: d.max_receives }),
+            policy: None,
             tags: b.tags(&address, &q.tags),
         };
         let deps = q.dead_letter.iter().map(|d| format!("queue.{}", d.queue)).collect();
@@ -215,6 +305,28 @@ pub fn build(l: &Loaded, packages: &HashMap<PathBuf, Arc<Package>>) -> Result<Gr
             format!("queues.{name}"),
         );
     }
+    for (name, t) in &spec.tables {
+        let address = format!("table.{name}");
+        let key = |k: &crate::spec::KeySpec| KeyAttr { name: k.name.clone(), key_type: format!("{:?}", k.key_type) };
+        let config = TableConfig {
+            partition_key: key(&t.partition_key),
+            sort_key: t.sort_key.as_ref().map(key),
+            ttl: t.ttl.clone(),
+            stream: t.stream.map(|s| s.aws().to_string()),
+            point_in_time_recovery: t.point_in_time_recovery.unwrap_or(true),
+            deletion_protection: t.deletion_protection,
+            tags: b.tags(&address, &t.tags),
+        };
+        let value = serde_json::to_value(config).unwrap();
+        b.add(Kind::Table, name, l.physical_name(name), value, BTreeSet::new(), format!("tables.{name}"));
+    }
+    for (name, bus) in &spec.buses {
+        let config = BusConfig { tags: b.tags(&format!("bus.{name}"), &bus.tags) };
+        let value = serde_json::to_value(config).unwrap();
+        b.add(Kind::Bus, name, l.physical_name(name), value, BTreeSet::new(), format!("buses.{name}"));
+    }
+    // Queue → rules that may send to it as their dead-letter queue.
+    let mut queue_senders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for name in spec.functions.keys() {
         let f = l.function(name);
         let physical = l.physical_name(name);
@@ -250,16 +362,14 @@ pub fn build(l: &Loaded, packages: &HashMap<PathBuf, Arc<Package>>) -> Result<Gr
             "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
             "Resource": [format!("arn:aws:logs:${{aws:region}}:${{aws:account_id}}:log-group:{log_group}:*")],
         })];
-        let mut send_to = BTreeSet::new();
-        let mut sns_to = BTreeSet::new();
-        let mut invoke = BTreeSet::new();
+        let mut g = Grants::default();
         let dead_letter_target = f.dead_letter_queue.as_deref().map(|t| {
             let (arn, dep) = async_target(t);
             fn_deps.extend(dep);
             if arn.contains(":sns:") {
-                sns_to.insert(arn.clone())
+                g.publish.insert(arn.clone())
             } else {
-                send_to.insert(arn.clone())
+                g.send.insert(arn.clone())
             };
             arn
         });
@@ -268,15 +378,15 @@ pub fn build(l: &Loaded, packages: &HashMap<PathBuf, Arc<Package>>) -> Result<Gr
                 if let Some(q) = &d.queue {
                     let (arn, dep) = async_target(q);
                     fn_deps.extend(dep);
-                    send_to.insert(arn.clone());
+                    g.send.insert(arn.clone());
                     Some(arn)
                 } else if let Some(target) = &d.function {
                     let arn = format!("${{functions.{target}.arn}}");
                     fn_deps.insert(format!("function.{target}"));
-                    invoke.insert(arn.clone());
+                    g.invoke.insert(arn.clone());
                     Some(arn)
                 } else if let Some(t) = &d.topic_arn {
-                    sns_to.insert(t.clone());
+                    g.publish.insert(t.clone());
                     Some(t.clone())
                 } else {
                     None
@@ -288,28 +398,28 @@ pub fn build(l: &Loaded, packages: &HashMap<PathBuf, Arc<Package>>) -> Result<Gr
                 on_failure,
             }
         });
-        let mut consume = BTreeSet::new();
         for (q, access) in &f.access.queues {
             if matches!(access, QueueAccess::Send | QueueAccess::SendConsume) {
-                send_to.insert(queue_arn(q));
+                g.send.insert(queue_arn(q));
             }
             if matches!(access, QueueAccess::Consume | QueueAccess::SendConsume) {
-                consume.insert(queue_arn(q));
+                g.consume.insert(queue_arn(q));
             }
         }
-        let mut grant = |sid: &str, actions: &[&str], resources: &BTreeSet<String>| {
-            if !resources.is_empty() {
-                statements.push(json!({ "Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources }));
+        for (t, access) in &f.access.tables {
+            let arn = table_arn(&l.physical_name(t));
+            let targets = [arn.clone(), format!("{arn}/index/*")];
+            if matches!(access, TableAccess::Read | TableAccess::ReadWrite) {
+                g.table_read.extend(targets.clone());
             }
-        };
-        grant("SendToQueues", &["sqs:SendMessage"], &send_to);
-        grant(
-            "ConsumeQueues",
-            &["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"],
-            &consume,
-        );
-        grant("PublishToTopics", &["sns:Publish"], &sns_to);
-        grant("InvokeFunctions", &["lambda:InvokeFunction"], &invoke);
+            if matches!(access, TableAccess::Write | TableAccess::ReadWrite) {
+                g.table_write.extend(targets);
+            }
+        }
+        for event in &f.events {
+            add_event(&mut b, name, event, &mut g, &mut queue_senders);
+        }
+        statements.extend(g.statements());
         for (i, p) in f.permissions.iter().enumerate() {
             statements.push(
                 json!({ "Sid": format!("Custom{i}"), "Effect": "Allow", "Action": p.allow, "Resource": p.resources }),
@@ -355,7 +465,213 @@ pub fn build(l: &Loaded, packages: &HashMap<PathBuf, Arc<Package>>) -> Result<Gr
         b.add(Kind::Function, name, physical, serde_json::to_value(config).unwrap(), fn_deps, spec_path);
         b.resources.last_mut().unwrap().package = package;
     }
+    for (queue, rules) in queue_senders {
+        let arn = queue_arn(&queue);
+        let policy = json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Sid": "EventBridgeDeadLetters",
+                "Effect": "Allow",
+                "Principal": { "Service": "events.amazonaws.com" },
+                "Action": "sqs:SendMessage",
+                "Resource": arn,
+                "Condition": { "ArnEquals": { "aws:SourceArn": rules } },
+            }],
+        });
+        if let Some(r) = b.resources.iter_mut().find(|r| r.address == format!("queue.{queue}")) {
+            r.config["policy"] = policy;
+        }
+    }
     order(l, b.resources)
+}
+
+/// Adds the mapping or rule of one event, and the grants the function's role needs for it.
+fn add_event(
+    b: &mut Builder,
+    function: &str,
+    event: &EventSpec,
+    g: &mut Grants,
+    queue_senders: &mut BTreeMap<String, BTreeSet<String>>,
+) {
+    let l = b.l;
+    let fn_physical = l.physical_name(function);
+    let address = event.address(function);
+    // `event_source.f.sqs.q` → key `f.sqs.q` under the kind prefix.
+    let key = address.split_once('.').map_or(address.clone(), |(_, rest)| rest.to_string());
+    let spec_path = format!("functions.{function}");
+    let mut deps: BTreeSet<String> = [format!("function.{function}")].into();
+    let tags = b.tags(&address, &Default::default());
+    match event {
+        EventSpec::Sqs(s) => {
+            let arn = queue_arn(&s.queue);
+            g.consume.insert(arn.clone());
+            deps.insert(format!("queue.{}", s.queue));
+            let config = EventSourceConfig {
+                function: fn_physical.clone(),
+                source_arn: arn,
+                enabled: s.enabled.unwrap_or(true),
+                batch_size: s.batch_size.unwrap_or(10),
+                batching_window: s.batching_window.map_or(0, |d| d.0),
+                starting_position: None,
+                bisect_on_error: None,
+                max_retries: None,
+                maximum_record_age: None,
+                parallelization_factor: None,
+                tumbling_window: None,
+                on_failure: None,
+                report_batch_item_failures: s.report_batch_item_failures,
+                max_concurrency: s.max_concurrency,
+                filters: s.filter.clone(),
+                tags,
+            };
+            let name = format!("{fn_physical}|sqs:{}", l.queue_physical_name(&s.queue));
+            b.add(Kind::EventSource, &key, name, serde_json::to_value(config).unwrap(), deps, spec_path);
+        }
+        EventSpec::Stream(s) | EventSpec::Kinesis(s) => {
+            let (source_arn, name) = match (&s.table, &s.arn) {
+                (Some(t), _) => {
+                    g.stream_read.insert(format!("{}/stream/*", table_arn(&l.physical_name(t))));
+                    deps.insert(format!("table.{t}"));
+                    (format!("${{tables.{t}.stream_arn}}"), format!("{fn_physical}|dynamodb:{}", l.physical_name(t)))
+                }
+                (None, Some(arn)) => {
+                    g.kinesis_read.insert(arn.clone());
+                    (arn.clone(), format!("{fn_physical}|kinesis:{arn}"))
+                }
+                (None, None) => return,
+            };
+            let config = stream_config(s, fn_physical, source_arn, g, &mut deps, tags);
+            b.add(Kind::EventSource, &key, name, serde_json::to_value(config).unwrap(), deps, spec_path);
+        }
+        EventSpec::Schedule(_) | EventSpec::Eventbridge(_) => {
+            let rule_name = l.physical_name(&format!("{function}-{}", event.rule_suffix().unwrap_or_default()));
+            let rule = match event {
+                EventSpec::Schedule(s) => {
+                    let r = s.rule();
+                    RuleParts {
+                        bus: None,
+                        schedule: Some(r.expression),
+                        pattern: None,
+                        enabled: r.enabled,
+                        input: r.input,
+                        input_path: None,
+                        transformer: None,
+                        dead_letter: r.dead_letter,
+                        retries: r.max_retries,
+                        age: r.max_event_age,
+                    }
+                }
+                EventSpec::Eventbridge(e) => RuleParts {
+                    bus: e.bus.clone(),
+                    schedule: None,
+                    pattern: Some(e.pattern.clone()),
+                    enabled: e.enabled,
+                    input: e.input.clone(),
+                    input_path: e.input_path.clone(),
+                    transformer: e.input_transformer.clone(),
+                    dead_letter: e.dead_letter.clone(),
+                    retries: e.max_retries,
+                    age: e.max_event_age,
+                },
+                _ => unreachable!("only rules reach here"),
+            };
+            let bus_name = match &rule.bus {
+                Some(bus) => {
+                    deps.insert(format!("bus.{bus}"));
+                    l.physical_name(bus)
+                }
+                None => "default".to_string(),
+            };
+            let arn = rule_arn(&bus_name, &rule_name);
+            let dead_letter = rule.dead_letter.map(|d| {
+                deps.insert(format!("queue.{}", d.queue));
+                queue_senders.entry(d.queue.clone()).or_default().insert(arn.clone());
+                queue_arn(&d.queue)
+            });
+            let config = RuleConfig {
+                bus: bus_name,
+                schedule: rule.schedule,
+                pattern: rule.pattern,
+                enabled: rule.enabled.unwrap_or(true),
+                target: RuleTarget {
+                    arn: format!("${{functions.{function}.arn}}"),
+                    input: rule.input.map(|v| v.to_string()),
+                    input_path: rule.input_path,
+                    input_transformer: rule
+                        .transformer
+                        .map(|t| InputTransformer { paths: t.paths, template: t.template }),
+                    max_retries: rule.retries,
+                    max_event_age: rule.age.map(|d| d.0),
+                    dead_letter,
+                },
+                permission: Permission {
+                    function: fn_physical.clone(),
+                    statement_id: format!("slx-{rule_name}"),
+                    principal: "events.amazonaws.com".to_string(),
+                    source_arn: arn,
+                },
+                tags,
+            };
+            b.add(Kind::Rule, &key, rule_name, serde_json::to_value(config).unwrap(), deps, spec_path);
+        }
+    }
+}
+
+/// Schedules and bus subscriptions, in one shape.
+struct RuleParts {
+    bus: Option<String>,
+    schedule: Option<String>,
+    pattern: Option<Value>,
+    enabled: Option<bool>,
+    input: Option<Value>,
+    input_path: Option<String>,
+    transformer: Option<crate::spec::InputTransformer>,
+    dead_letter: Option<crate::spec::RuleDeadLetter>,
+    retries: Option<u32>,
+    age: Option<crate::spec::Duration>,
+}
+
+fn stream_config(
+    s: &StreamSource,
+    function: String,
+    source_arn: String,
+    g: &mut Grants,
+    deps: &mut BTreeSet<String>,
+    tags: Tags,
+) -> EventSourceConfig {
+    let on_failure = s.on_failure.as_ref().and_then(|d| match (&d.queue, &d.topic_arn) {
+        (Some(q), _) => {
+            deps.insert(format!("queue.{q}"));
+            g.send.insert(queue_arn(q));
+            Some(queue_arn(q))
+        }
+        (None, Some(t)) => {
+            g.publish.insert(t.clone());
+            Some(t.clone())
+        }
+        _ => None,
+    });
+    EventSourceConfig {
+        function,
+        source_arn,
+        enabled: s.enabled.unwrap_or(true),
+        batch_size: s.batch_size.unwrap_or(100),
+        batching_window: s.batching_window.map_or(0, |d| d.0),
+        starting_position: s.starting_position.map(|p| match p {
+            crate::spec::StartingPosition::Latest => "LATEST".to_string(),
+            crate::spec::StartingPosition::TrimHorizon => "TRIM_HORIZON".to_string(),
+        }),
+        bisect_on_error: Some(s.bisect_on_error),
+        max_retries: Some(s.max_retries.map_or(-1, i64::from)),
+        maximum_record_age: Some(s.maximum_record_age.map_or(-1, |d| d.0 as i64)),
+        parallelization_factor: Some(s.parallelization_factor.unwrap_or(1)),
+        tumbling_window: s.tumbling_window.map(|d| d.0).filter(|w| *w > 0),
+        on_failure,
+        report_batch_item_failures: s.report_batch_item_failures,
+        max_concurrency: None,
+        filters: s.filter.clone(),
+        tags,
+    }
 }
 
 /// Sorts resources so each follows its dependencies; a cycle is an error.

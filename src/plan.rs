@@ -119,7 +119,14 @@ pub struct Options {
 
 /// Fields that cannot change in place.
 fn forces_replacement(kind: Kind, field: &str) -> bool {
-    matches!((kind, field), (Kind::Queue, "fifo") | (Kind::Role, "path"))
+    matches!(
+        (kind, field),
+        (Kind::Queue, "fifo")
+            | (Kind::Role, "path")
+            | (Kind::Table, "partition_key" | "sort_key")
+            | (Kind::EventSource, "starting_position" | "source_arn")
+            | (Kind::Rule, "bus")
+    )
 }
 
 /// Flattens nested objects into dotted paths; arrays and scalars are leaves.

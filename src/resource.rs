@@ -17,37 +17,50 @@ pub const TAG_ADDRESS: &str = "slx:address";
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Queue,
+    Table,
+    Bus,
     Role,
     LogGroup,
     Function,
+    EventSource,
+    Rule,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Queue, Kind::Role, Kind::LogGroup, Kind::Function];
+    pub const ALL: [Kind; 8] = [
+        Kind::Queue,
+        Kind::Table,
+        Kind::Bus,
+        Kind::Role,
+        Kind::LogGroup,
+        Kind::Function,
+        Kind::EventSource,
+        Kind::Rule,
+    ];
 
     /// The first segment of this kind's addresses.
     pub fn prefix(self) -> &'static str {
         match self {
             Kind::Queue => "queue",
+            Kind::Table => "table",
+            Kind::Bus => "bus",
             Kind::Role => "role",
             Kind::LogGroup => "log_group",
             Kind::Function => "function",
+            Kind::EventSource => "event_source",
+            Kind::Rule => "rule",
         }
     }
 
     /// Deletion order: consumers before what they consume.
     pub fn delete_rank(self) -> u8 {
         match self {
-            Kind::Function => 0,
-            Kind::LogGroup => 1,
-            Kind::Role => 2,
-            Kind::Queue => 3,
+            Kind::Rule | Kind::EventSource => 0,
+            Kind::Function => 1,
+            Kind::LogGroup => 2,
+            Kind::Role => 3,
+            Kind::Queue | Kind::Table | Kind::Bus => 4,
         }
-    }
-
-    /// Deleting this kind destroys data that cannot be recovered.
-    pub fn holds_data(self) -> bool {
-        matches!(self, Kind::Queue)
     }
 }
 
@@ -95,6 +108,8 @@ pub struct QueueConfig {
     pub max_message_size: u64,
     pub content_based_deduplication: bool,
     pub dead_letter: Option<Redrive>,
+    /// Resource policy: which rules may send to it (as a dead-letter queue).
+    pub policy: Option<serde_json::Value>,
     pub tags: Tags,
 }
 
@@ -147,6 +162,90 @@ pub struct AsyncConfig {
     pub max_retries: u32,
     pub max_event_age: u64,
     pub on_failure: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableConfig {
+    pub partition_key: KeyAttr,
+    pub sort_key: Option<KeyAttr>,
+    pub ttl: Option<String>,
+    /// StreamViewType when the stream is on.
+    pub stream: Option<String>,
+    pub point_in_time_recovery: bool,
+    pub deletion_protection: bool,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyAttr {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub key_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BusConfig {
+    pub tags: Tags,
+}
+
+/// A Lambda event source mapping. Fields a source kind does not have are None.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventSourceConfig {
+    pub function: String,
+    pub source_arn: String,
+    pub enabled: bool,
+    pub batch_size: u32,
+    pub batching_window: u64,
+    pub starting_position: Option<String>,
+    pub bisect_on_error: Option<bool>,
+    pub max_retries: Option<i64>,
+    pub maximum_record_age: Option<i64>,
+    pub parallelization_factor: Option<u32>,
+    pub tumbling_window: Option<u64>,
+    pub on_failure: Option<String>,
+    pub report_batch_item_failures: bool,
+    pub max_concurrency: Option<u32>,
+    pub filters: Vec<serde_json::Value>,
+    pub tags: Tags,
+}
+
+/// An EventBridge rule with its one target (the function) and the function
+/// permission that lets exactly this rule invoke it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleConfig {
+    pub bus: String,
+    pub schedule: Option<String>,
+    pub pattern: Option<serde_json::Value>,
+    pub enabled: bool,
+    pub target: RuleTarget,
+    pub permission: Permission,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleTarget {
+    pub arn: String,
+    pub input: Option<String>,
+    pub input_path: Option<String>,
+    pub input_transformer: Option<InputTransformer>,
+    pub max_retries: Option<u32>,
+    pub max_event_age: Option<u64>,
+    pub dead_letter: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputTransformer {
+    pub paths: BTreeMap<String, String>,
+    pub template: String,
+}
+
+/// A statement in a function's resource policy: `principal` may invoke it from `source_arn` only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Permission {
+    pub function: String,
+    pub statement_id: String,
+    pub principal: String,
+    pub source_arn: String,
 }
 
 /// Values other resources may reference once a resource exists (`url`, `arn`).

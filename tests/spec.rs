@@ -189,7 +189,7 @@ fn unknown_top_level_key_lists_the_expected_ones() {
     assert_eq!(d.mark, Some(Mark { line: 2, col: 1 }));
     assert_eq!(
         d.hint.as_deref(),
-        Some("expected one of `stack`, `region`, `vars`, `stages`, `defaults`, `queues`, `functions`")
+        Some("expected one of `stack`, `region`, `vars`, `stages`, `defaults`, `queues`, `tables`, `buses`, `functions`")
     );
 }
 

@@ -7,13 +7,13 @@
 //! `CreateFunction` retries on "cannot be assumed".
 
 use super::{Desired, Listed, aws_error, config_of, error_code, tag_changes};
-use crate::resource::{AsyncConfig, FunctionConfig, Kind, Live, Outputs};
+use crate::resource::{AsyncConfig, EventSourceConfig, FunctionConfig, Kind, Live, Outputs};
 use anyhow::{Context, Result, bail};
 use aws_sdk_lambda::Client;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{
-    Architecture, DeadLetterConfig, DestinationConfig, Environment, EphemeralStorage, FunctionCode, LastUpdateStatus,
-    OnFailure, Runtime, State,
+    Architecture, DeadLetterConfig, DestinationConfig, Environment, EphemeralStorage, EventSourcePosition, Filter,
+    FilterCriteria, FunctionCode, FunctionResponseType, LastUpdateStatus, OnFailure, Runtime, ScalingConfig, State,
 };
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -373,5 +373,199 @@ pub(super) async fn delete(c: &Client, prior: &Live) -> Result<()> {
         Ok(_) => Ok(()),
         Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
         Err(e) => Err(aws_error("lambda:DeleteFunction", &e)),
+    }
+}
+
+/// Event source mappings are named `{function}|{source}` by slx, where the
+/// source is `sqs:{queue}`, `dynamodb:{table}` or `kinesis:{stream arn}`:
+/// a live mapping is identified by its function and source, so tuning changes
+/// update it in place.
+fn mapping_name(function_arn: &str, source_arn: &str) -> String {
+    let function = function_arn.rsplit(':').next().unwrap_or_default();
+    let source = if source_arn.contains(":sqs:") {
+        format!("sqs:{}", source_arn.rsplit(':').next().unwrap_or_default())
+    } else if let Some(rest) = source_arn.split(":table/").nth(1) {
+        format!("dynamodb:{}", rest.split('/').next().unwrap_or_default())
+    } else {
+        format!("kinesis:{source_arn}")
+    };
+    format!("{function}|{source}")
+}
+
+pub(super) fn mapping_update_calls(changed: &[String]) -> Vec<&'static str> {
+    let mut calls = Vec::new();
+    if changed.iter().any(|c| c != "tags") {
+        calls.push("lambda:UpdateEventSourceMapping");
+    }
+    if changed.iter().any(|c| c == "tags") {
+        calls.extend(["lambda:TagResource", "lambda:UntagResource"]);
+    }
+    calls
+}
+
+pub(super) async fn list_mappings(c: &Client, prefix: &str) -> Result<Vec<Listed>> {
+    let mut out = Vec::new();
+    let mut marker = None;
+    loop {
+        let page = c
+            .list_event_source_mappings()
+            .set_marker(marker)
+            .max_items(100)
+            .send()
+            .await
+            .map_err(|e| aws_error("lambda:ListEventSourceMappings", &e))?;
+        for m in page.event_source_mappings() {
+            let (Some(function), Some(source), Some(uuid)) = (m.function_arn(), m.event_source_arn(), m.uuid()) else {
+                continue;
+            };
+            let fn_name = function.rsplit(':').next().unwrap_or_default();
+            if !fn_name.starts_with(prefix) {
+                continue;
+            }
+            let sqs = source.contains(":sqs:");
+            let stream = |v| if sqs { serde_json::Value::Null } else { v };
+            let extra = serde_json::json!({
+                "function": fn_name,
+                "source_arn": source,
+                "enabled": !matches!(m.state(), Some("Disabled" | "Disabling")),
+                "batch_size": m.batch_size().unwrap_or(if sqs { 10 } else { 100 }),
+                "batching_window": m.maximum_batching_window_in_seconds().unwrap_or(0),
+                "starting_position": m.starting_position().map(|p| p.as_str().to_string()),
+                "bisect_on_error": stream(serde_json::json!(m.bisect_batch_on_function_error().unwrap_or(false))),
+                "max_retries": stream(serde_json::json!(m.maximum_retry_attempts().unwrap_or(-1))),
+                "maximum_record_age": stream(serde_json::json!(m.maximum_record_age_in_seconds().unwrap_or(-1))),
+                "parallelization_factor": stream(serde_json::json!(m.parallelization_factor().unwrap_or(1))),
+                "tumbling_window": m.tumbling_window_in_seconds().filter(|w| *w > 0),
+                "on_failure": m.destination_config().and_then(|d| d.on_failure()).and_then(|o| o.destination()),
+                "report_batch_item_failures": m.function_response_types().iter().any(|t| t.as_str() == "ReportBatchItemFailures"),
+                "max_concurrency": m.scaling_config().and_then(|s| s.maximum_concurrency()),
+                "filters": m.filter_criteria().map(|f| f.filters().iter().filter_map(|x| x.pattern()).filter_map(|p| serde_json::from_str::<serde_json::Value>(p).ok()).collect::<Vec<_>>()).unwrap_or_default(),
+                "arn": m.event_source_mapping_arn(),
+            });
+            out.push(Listed { name: mapping_name(function, source), id: uuid.to_string(), extra });
+        }
+        marker = page.next_marker().map(String::from);
+        if marker.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+/// A mapping found by listing; only its tags need another call.
+pub(super) async fn read_mapping(c: &Client, name: &str, listed: Option<&Listed>) -> Result<Option<Live>> {
+    let Some(listed) = listed else { return Ok(None) };
+    let mut config = listed.extra.clone();
+    let arn = config["arn"].as_str().unwrap_or_default().to_string();
+    let tags = c.list_tags().resource(&arn).send().await.map_err(|e| aws_error("lambda:ListTags", &e))?;
+    config["tags"] =
+        serde_json::to_value(tags.tags().cloned().unwrap_or_default().into_iter().collect::<crate::resource::Tags>())?;
+    config.as_object_mut().map(|m| m.remove("arn"));
+    let outputs = Outputs::from([("uuid".to_string(), listed.id.clone()), ("arn".to_string(), arn)]);
+    Ok(Some(Live { kind: Kind::EventSource, name: name.to_string(), config, outputs, data: None }))
+}
+
+fn filters(m: &EventSourceConfig) -> Option<FilterCriteria> {
+    let filters = m.filters.iter().map(|p| Filter::builder().pattern(p.to_string()).build()).collect();
+    Some(FilterCriteria::builder().set_filters(Some(filters)).build())
+}
+
+fn response_types(m: &EventSourceConfig) -> Vec<FunctionResponseType> {
+    if m.report_batch_item_failures { vec![FunctionResponseType::ReportBatchItemFailures] } else { Vec::new() }
+}
+
+fn destination(m: &EventSourceConfig) -> Option<DestinationConfig> {
+    m.on_failure
+        .as_ref()
+        .map(|d| DestinationConfig::builder().on_failure(OnFailure::builder().destination(d).build()).build())
+}
+
+pub(super) async fn create_mapping(c: &Client, r: Desired<'_>) -> Result<Outputs> {
+    let m: EventSourceConfig = config_of(&r)?;
+    let out = c
+        .create_event_source_mapping()
+        .function_name(&m.function)
+        .event_source_arn(&m.source_arn)
+        .enabled(m.enabled)
+        .batch_size(m.batch_size as i32)
+        .maximum_batching_window_in_seconds(m.batching_window as i32)
+        .set_starting_position(m.starting_position.as_deref().map(EventSourcePosition::from))
+        .set_bisect_batch_on_function_error(m.bisect_on_error)
+        .set_maximum_retry_attempts(m.max_retries.map(|n| n as i32))
+        .set_maximum_record_age_in_seconds(m.maximum_record_age.map(|n| n as i32))
+        .set_parallelization_factor(m.parallelization_factor.map(|n| n as i32))
+        .set_tumbling_window_in_seconds(m.tumbling_window.map(|n| n as i32))
+        .set_destination_config(destination(&m))
+        .set_function_response_types(Some(response_types(&m)))
+        .set_scaling_config(m.max_concurrency.map(|n| ScalingConfig::builder().maximum_concurrency(n as i32).build()))
+        .set_filter_criteria(if m.filters.is_empty() { None } else { filters(&m) })
+        .set_tags(Some(m.tags.clone().into_iter().collect()))
+        .send()
+        .await
+        .map_err(|e| aws_error("lambda:CreateEventSourceMapping", &e))?;
+    Ok(Outputs::from([
+        ("uuid".to_string(), out.uuid().unwrap_or_default().to_string()),
+        ("arn".to_string(), out.event_source_mapping_arn().unwrap_or_default().to_string()),
+    ]))
+}
+
+pub(super) async fn update_mapping(c: &Client, r: Desired<'_>, prior: &Live, changed: &[String]) -> Result<Outputs> {
+    let m: EventSourceConfig = config_of(&r)?;
+    let uuid = prior.outputs.get("uuid").context("mapping UUID unknown")?;
+    if changed.iter().any(|c| c != "tags") {
+        c.update_event_source_mapping()
+            .uuid(uuid)
+            .function_name(&m.function)
+            .enabled(m.enabled)
+            .batch_size(m.batch_size as i32)
+            .maximum_batching_window_in_seconds(m.batching_window as i32)
+            .set_bisect_batch_on_function_error(m.bisect_on_error)
+            .set_maximum_retry_attempts(m.max_retries.map(|n| n as i32))
+            .set_maximum_record_age_in_seconds(m.maximum_record_age.map(|n| n as i32))
+            .set_parallelization_factor(m.parallelization_factor.map(|n| n as i32))
+            .set_tumbling_window_in_seconds(
+                m.tumbling_window.map(|n| n as i32).or(m.starting_position.as_ref().map(|_| 0)),
+            )
+            .destination_config(
+                destination(&m)
+                    .unwrap_or_else(|| DestinationConfig::builder().on_failure(OnFailure::builder().build()).build()),
+            )
+            .set_function_response_types(Some(response_types(&m)))
+            .set_scaling_config(
+                m.max_concurrency.map(|n| ScalingConfig::builder().maximum_concurrency(n as i32).build()),
+            )
+            .set_filter_criteria(filters(&m))
+            .send()
+            .await
+            .map_err(|e| aws_error("lambda:UpdateEventSourceMapping", &e))?;
+    }
+    if changed.iter().any(|c| c == "tags") {
+        let arn = prior.outputs.get("arn").cloned().unwrap_or_default();
+        let (add, remove) = tag_changes(&m.tags, &prior.tags());
+        if !add.is_empty() {
+            c.tag_resource()
+                .resource(&arn)
+                .set_tags(Some(add.into_iter().collect()))
+                .send()
+                .await
+                .map_err(|e| aws_error("lambda:TagResource", &e))?;
+        }
+        if !remove.is_empty() {
+            c.untag_resource()
+                .resource(&arn)
+                .set_tag_keys(Some(remove))
+                .send()
+                .await
+                .map_err(|e| aws_error("lambda:UntagResource", &e))?;
+        }
+    }
+    Ok(prior.outputs.clone())
+}
+
+pub(super) async fn delete_mapping(c: &Client, prior: &Live) -> Result<()> {
+    let uuid = prior.outputs.get("uuid").context("mapping UUID unknown")?;
+    match c.delete_event_source_mapping().uuid(uuid).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
+        Err(e) => Err(aws_error("lambda:DeleteEventSourceMapping", &e)),
     }
 }

@@ -6,6 +6,8 @@
 //! the walker never see an SDK type. [`Aws`] implements it with one file per
 //! service; tests can wrap it to add latency or faults.
 
+mod dynamodb;
+mod eventbridge;
 mod iam;
 mod lambda;
 mod logs;
@@ -84,6 +86,19 @@ pub fn planned_calls(kind: Kind, action: &str, changed: &[String]) -> Vec<String
         }
         (Kind::Function, "delete") => vec!["lambda:DeleteFunction"],
         (Kind::Function, _) => lambda::update_calls(changed),
+        (Kind::Table, "create") => {
+            vec!["dynamodb:CreateTable", "dynamodb:UpdateTimeToLive", "dynamodb:UpdateContinuousBackups"]
+        }
+        (Kind::Table, "delete") => vec!["dynamodb:Scan", "dynamodb:DeleteTable"],
+        (Kind::Table, _) => dynamodb::update_calls(changed),
+        (Kind::Bus, "create") => vec!["events:CreateEventBus"],
+        (Kind::Bus, "delete") => vec!["events:DeleteEventBus"],
+        (Kind::EventSource, "create") => vec!["lambda:CreateEventSourceMapping"],
+        (Kind::EventSource, "delete") => vec!["lambda:DeleteEventSourceMapping"],
+        (Kind::EventSource, _) => lambda::mapping_update_calls(changed),
+        (Kind::Rule, "create") => vec!["events:PutRule", "events:PutTargets", "lambda:AddPermission"],
+        (Kind::Rule, "delete") => vec!["lambda:RemovePermission", "events:RemoveTargets", "events:DeleteRule"],
+        (k @ (Kind::Rule | Kind::Bus), _) => eventbridge::update_calls(k, changed),
     };
     calls.into_iter().map(String::from).collect()
 }
@@ -102,6 +117,8 @@ pub struct Aws {
     sqs: aws_sdk_sqs::Client,
     iam: aws_sdk_iam::Client,
     logs: aws_sdk_cloudwatchlogs::Client,
+    dynamodb: aws_sdk_dynamodb::Client,
+    events: aws_sdk_eventbridge::Client,
     sts: aws_sdk_sts::Client,
     region: String,
 }
@@ -132,6 +149,8 @@ impl Aws {
             sqs: aws_sdk_sqs::Client::new(config),
             iam: aws_sdk_iam::Client::new(config),
             logs: aws_sdk_cloudwatchlogs::Client::new(config),
+            dynamodb: aws_sdk_dynamodb::Client::new(config),
+            events: aws_sdk_eventbridge::Client::new(config),
             sts: aws_sdk_sts::Client::new(config),
             region,
         })
@@ -159,6 +178,10 @@ impl Provider for Aws {
             Kind::Role => iam::list(&self.iam, prefix).await,
             Kind::LogGroup => logs::list(&self.logs, prefix).await,
             Kind::Function => lambda::list(&self.lambda, prefix).await,
+            Kind::Table => dynamodb::list(&self.dynamodb, prefix).await,
+            Kind::Bus => eventbridge::list_buses(&self.events, prefix).await,
+            Kind::EventSource => lambda::list_mappings(&self.lambda, prefix).await,
+            Kind::Rule => eventbridge::list_rules(&self.events, prefix).await,
         }
     }
 
@@ -168,6 +191,10 @@ impl Provider for Aws {
             Kind::Role => iam::read(&self.iam, name).await,
             Kind::LogGroup => logs::read(&self.logs, name, listed).await,
             Kind::Function => lambda::read(&self.lambda, name).await,
+            Kind::Table => dynamodb::read(&self.dynamodb, name, listed).await,
+            Kind::Bus => eventbridge::read_bus(&self.events, name, listed).await,
+            Kind::EventSource => lambda::read_mapping(&self.lambda, name, listed).await,
+            Kind::Rule => eventbridge::read_rule(&self.events, &self.lambda, name, listed).await,
         }
     }
 
@@ -177,6 +204,10 @@ impl Provider for Aws {
             Kind::Role => iam::create(&self.iam, r).await,
             Kind::LogGroup => logs::create(&self.logs, r).await,
             Kind::Function => lambda::create(&self.lambda, r).await,
+            Kind::Table => dynamodb::create(&self.dynamodb, r).await,
+            Kind::Bus => eventbridge::create_bus(&self.events, r).await,
+            Kind::EventSource => lambda::create_mapping(&self.lambda, r).await,
+            Kind::Rule => eventbridge::create_rule(&self.events, &self.lambda, r).await,
         };
         result.with_context(|| format!("creating {}", r.address))
     }
@@ -187,6 +218,10 @@ impl Provider for Aws {
             Kind::Role => iam::update(&self.iam, r, prior, changed).await,
             Kind::LogGroup => logs::update(&self.logs, r, prior, changed).await,
             Kind::Function => lambda::update(&self.lambda, r, prior, changed).await,
+            Kind::Table => dynamodb::update(&self.dynamodb, r, prior, changed).await,
+            Kind::Bus => eventbridge::update_bus(&self.events, r, prior).await,
+            Kind::EventSource => lambda::update_mapping(&self.lambda, r, prior, changed).await,
+            Kind::Rule => eventbridge::update_rule(&self.events, &self.lambda, r, prior, changed).await,
         };
         result.with_context(|| format!("updating {}", r.address))
     }
@@ -197,6 +232,10 @@ impl Provider for Aws {
             Kind::Role => iam::delete(&self.iam, prior).await,
             Kind::LogGroup => logs::delete(&self.logs, prior).await,
             Kind::Function => lambda::delete(&self.lambda, prior).await,
+            Kind::Table => dynamodb::delete(&self.dynamodb, prior, force).await,
+            Kind::Bus => eventbridge::delete_bus(&self.events, prior).await,
+            Kind::EventSource => lambda::delete_mapping(&self.lambda, prior).await,
+            Kind::Rule => eventbridge::delete_rule(&self.events, &self.lambda, prior).await,
         }
     }
 }

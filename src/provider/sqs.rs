@@ -75,6 +75,7 @@ pub(super) async fn read(c: &Client, name: &str, listed: Option<&Listed>) -> Res
         max_message_size: num(A::MaximumMessageSize),
         content_based_deduplication: attrs.get(&A::ContentBasedDeduplication).is_some_and(|v| v == "true"),
         dead_letter,
+        policy: attrs.get(&A::Policy).filter(|p| !p.is_empty()).and_then(|p| serde_json::from_str(p).ok()),
         tags: tags.tags().cloned().unwrap_or_default().into_iter().collect(),
     };
     let messages = num(A::ApproximateNumberOfMessages)
@@ -103,6 +104,15 @@ fn attributes(q: &QueueConfig, creating: bool) -> HashMap<A, String> {
             a.insert(A::FifoQueue, "true".into());
         }
         a.insert(A::ContentBasedDeduplication, q.content_based_deduplication.to_string());
+    }
+    match &q.policy {
+        Some(p) => {
+            a.insert(A::Policy, p.to_string());
+        }
+        None if !creating => {
+            a.insert(A::Policy, String::new());
+        }
+        None => {}
     }
     match &q.dead_letter {
         Some(r) => {

@@ -9,6 +9,7 @@
 
 pub mod de;
 pub mod interp;
+pub mod rules;
 pub mod validate;
 pub mod yaml;
 
@@ -39,6 +40,12 @@ pub struct Spec {
     /// SQS queues by name.
     #[serde(default)]
     pub queues: BTreeMap<String, QueueSpec>,
+    /// DynamoDB tables (on-demand) by name.
+    #[serde(default)]
+    pub tables: BTreeMap<String, TableSpec>,
+    /// Custom EventBridge buses by name.
+    #[serde(default)]
+    pub buses: BTreeMap<String, BusSpec>,
     /// Lambda functions by name.
     #[serde(default)]
     pub functions: BTreeMap<String, FunctionSpec>,
@@ -150,6 +157,9 @@ pub struct FunctionSpec {
     /// Extra tags; `slx:` keys are reserved.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// What invokes the function: queues, streams, schedules, event buses.
+    #[serde(default)]
+    pub events: Vec<EventSpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -216,6 +226,272 @@ pub struct AccessSpec {
     /// Queue name → `send`, `consume` or `send_consume`.
     #[serde(default)]
     pub queues: BTreeMap<String, QueueAccess>,
+    /// Table name → `read`, `write` or `read_write`.
+    #[serde(default)]
+    pub tables: BTreeMap<String, TableAccess>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TableAccess {
+    Read,
+    Write,
+    ReadWrite,
+}
+
+/// An on-demand DynamoDB table. Changing a key replaces the table and its data.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TableSpec {
+    pub partition_key: KeySpec,
+    #[serde(default)]
+    pub sort_key: Option<KeySpec>,
+    /// Attribute holding the expiry time (epoch seconds); enables TTL.
+    #[serde(default)]
+    pub ttl: Option<String>,
+    /// Enables a DynamoDB stream with this view of changed items.
+    #[serde(default)]
+    pub stream: Option<StreamView>,
+    /// Point-in-time recovery (default true).
+    #[serde(default)]
+    pub point_in_time_recovery: Option<bool>,
+    /// Refuse DeleteTable at the AWS level too (default false).
+    #[serde(default)]
+    pub deletion_protection: bool,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeySpec {
+    pub name: String,
+    /// S (string), N (number) or B (binary).
+    #[serde(rename = "type")]
+    pub key_type: KeyType,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum KeyType {
+    S,
+    N,
+    B,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamView {
+    KeysOnly,
+    NewImage,
+    OldImage,
+    NewAndOldImages,
+}
+
+impl StreamView {
+    /// The `StreamViewType` DynamoDB uses.
+    pub fn aws(self) -> &'static str {
+        match self {
+            StreamView::KeysOnly => "KEYS_ONLY",
+            StreamView::NewImage => "NEW_IMAGE",
+            StreamView::OldImage => "OLD_IMAGE",
+            StreamView::NewAndOldImages => "NEW_AND_OLD_IMAGES",
+        }
+    }
+}
+
+/// A custom EventBridge bus.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BusSpec {
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// One trigger of a function; a single-key mapping naming the kind.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventSpec {
+    /// Poll an SQS queue of this stack.
+    Sqs(SqsEvent),
+    /// Read a DynamoDB stream of a table of this stack (`table:`).
+    Stream(StreamSource),
+    /// Read a Kinesis stream (`arn:`).
+    Kinesis(StreamSource),
+    /// Run on a schedule: `rate(5 minutes)`, `cron(0 8 * * ? *)`, or a mapping with `expression`.
+    Schedule(ScheduleEvent),
+    /// Subscribe to events on a bus (default: the account's default bus).
+    Eventbridge(BusEvent),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SqsEvent {
+    pub queue: String,
+    /// Records per invocation (1 .. 10000; FIFO at most 10; above 10 needs `batching_window`). Default 10.
+    #[serde(default)]
+    pub batch_size: Option<u32>,
+    /// Wait up to this long to fill a batch (0 .. 300 s).
+    #[serde(default)]
+    pub batching_window: Option<Duration>,
+    /// Let the function report partial batch failures.
+    #[serde(default)]
+    pub report_batch_item_failures: bool,
+    /// Not for SQS sources (use the queue's `dead_letter`); accepted only to explain that.
+    #[serde(default)]
+    #[schemars(skip)]
+    pub on_failure: Option<FailureDestination>,
+    /// Most concurrent invocations this source drives (2 .. 1000).
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+    /// Lambda event filters (at most 5 patterns).
+    #[serde(default)]
+    pub filter: Vec<serde_json::Value>,
+    /// Default true.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StartingPosition {
+    Latest,
+    TrimHorizon,
+}
+
+/// Where records that keep failing go: a standard queue of this stack or an SNS topic.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailureDestination {
+    #[serde(default)]
+    pub queue: Option<String>,
+    #[serde(default)]
+    pub topic_arn: Option<String>,
+}
+
+/// A DynamoDB stream (`table`) or Kinesis stream (`arn`) source and its tuning.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSource {
+    /// `stream` events: a table of this stack with `stream:` set.
+    #[serde(default)]
+    pub table: Option<String>,
+    /// `kinesis` events: the Kinesis stream ARN.
+    #[serde(default)]
+    pub arn: Option<String>,
+    /// Required: where to start reading.
+    #[serde(default)]
+    pub starting_position: Option<StartingPosition>,
+    /// Records per invocation (1 .. 10000, default 100).
+    #[serde(default)]
+    pub batch_size: Option<u32>,
+    #[serde(default)]
+    pub batching_window: Option<Duration>,
+    /// Split a failing batch in two and retry each half.
+    #[serde(default)]
+    pub bisect_on_error: bool,
+    /// Retries of a failing batch (0 .. 10000; default: until the record expires).
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    /// Skip records older than this (60 s .. 7 d; default: never).
+    #[serde(default)]
+    pub maximum_record_age: Option<Duration>,
+    /// Concurrent batches per shard (1 .. 10).
+    #[serde(default)]
+    pub parallelization_factor: Option<u32>,
+    /// Aggregation window (0 .. 900 s).
+    #[serde(default)]
+    pub tumbling_window: Option<Duration>,
+    #[serde(default)]
+    pub report_batch_item_failures: bool,
+    #[serde(default)]
+    pub on_failure: Option<FailureDestination>,
+    #[serde(default)]
+    pub filter: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ScheduleEvent {
+    Expression(String),
+    Full(ScheduleRule),
+}
+
+impl ScheduleEvent {
+    pub fn rule(&self) -> ScheduleRule {
+        match self {
+            ScheduleEvent::Expression(e) => ScheduleRule { expression: e.clone(), ..Default::default() },
+            ScheduleEvent::Full(r) => r.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleRule {
+    /// `rate(5 minutes)` or `cron(0 8 * * ? *)`.
+    pub expression: String,
+    /// Distinguishes several schedules of one function (part of the address).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Constant JSON passed as the event.
+    #[serde(default)]
+    pub input: Option<serde_json::Value>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub dead_letter: Option<RuleDeadLetter>,
+    /// Delivery retries (0 .. 185).
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    /// Give up delivering after this long (60 s .. 24 h).
+    #[serde(default)]
+    pub max_event_age: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BusEvent {
+    /// A bus of this stack; default: the account's default bus.
+    #[serde(default)]
+    pub bus: Option<String>,
+    /// The event pattern to match.
+    pub pattern: serde_json::Value,
+    /// Distinguishes several subscriptions of one function to one bus (part of the address).
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub input: Option<serde_json::Value>,
+    #[serde(default)]
+    pub input_path: Option<String>,
+    #[serde(default)]
+    pub input_transformer: Option<InputTransformer>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub dead_letter: Option<RuleDeadLetter>,
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    #[serde(default)]
+    pub max_event_age: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InputTransformer {
+    /// Name → JSON path into the event.
+    #[serde(default)]
+    pub paths: BTreeMap<String, String>,
+    /// The text sent, with `<name>` placeholders.
+    pub template: String,
+}
+
+/// A standard queue of this stack for events EventBridge could not deliver.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleDeadLetter {
+    pub queue: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -330,6 +606,46 @@ impl Loaded {
     }
 }
 
+impl EventSpec {
+    /// For rules: the end of the physical name `{stack}-{stage}-{function}-{suffix}`.
+    pub fn rule_suffix(&self) -> Option<String> {
+        match self {
+            EventSpec::Schedule(s) => Some(s.rule().name.map_or("schedule".to_string(), |n| format!("schedule-{n}"))),
+            EventSpec::Eventbridge(b) => {
+                let bus = b.bus.as_deref().unwrap_or("default");
+                Some(b.name.as_ref().map_or(bus.to_string(), |n| format!("{bus}-{n}")))
+            }
+            _ => None,
+        }
+    }
+
+    /// The address of the mapping or rule this event becomes: it comes from
+    /// what the event is (its source), never from its position in the list.
+    pub fn address(&self, function: &str) -> String {
+        match self {
+            EventSpec::Sqs(e) => format!("event_source.{function}.sqs.{}", e.queue),
+            EventSpec::Stream(e) => {
+                format!("event_source.{function}.stream.{}", e.table.as_deref().unwrap_or_default())
+            }
+            EventSpec::Kinesis(e) => {
+                let arn = e.arn.as_deref().unwrap_or_default();
+                format!("event_source.{function}.kinesis.{}", arn.rsplit('/').next().unwrap_or(arn))
+            }
+            EventSpec::Schedule(s) => match s.rule().name {
+                Some(n) => format!("rule.{function}.schedule.{n}"),
+                None => format!("rule.{function}.schedule"),
+            },
+            EventSpec::Eventbridge(b) => {
+                let bus = b.bus.as_deref().unwrap_or("default");
+                match &b.name {
+                    Some(n) => format!("rule.{function}.eventbridge.{bus}.{n}"),
+                    None => format!("rule.{function}.eventbridge.{bus}"),
+                }
+            }
+        }
+    }
+}
+
 /// The address a spec path belongs to: `functions.api.memory` → `function.api`.
 pub fn address_of_path(path: &str) -> Option<String> {
     let mut segs = path.split('.');
@@ -339,9 +655,9 @@ pub fn address_of_path(path: &str) -> Option<String> {
         "functions" => "function",
         "queues" => "queue",
         "tables" => "table",
-        "buses" => "bus",
         "websockets" => "websocket",
         "defaults" => return Some("defaults".to_string()),
+        "buses" => "bus",
         _ => return None,
     };
     name.map(|n| format!("{kind}.{n}"))
@@ -354,6 +670,7 @@ pub fn merge_function(defaults: &FunctionSpec, f: &FunctionSpec) -> FunctionSpec
     tags.extend(f.tags.clone());
     let mut access = defaults.access.clone();
     access.queues.extend(f.access.queues.clone());
+    access.tables.extend(f.access.tables.clone());
     let mut permissions = defaults.permissions.clone();
     permissions.extend(f.permissions.clone());
     FunctionSpec {
@@ -374,6 +691,8 @@ pub fn merge_function(defaults: &FunctionSpec, f: &FunctionSpec) -> FunctionSpec
         permissions,
         access,
         tags,
+        // Events belong to one function; validation rejects them under `defaults`.
+        events: f.events.clone(),
     }
 }
 

@@ -2,8 +2,9 @@
 //! checked before any call so a bad spec costs nothing and says where it is wrong.
 
 use super::interp::{self, Ref};
+use super::rules;
 use super::yaml::{Node, Value};
-use super::{FunctionSpec, Loaded, QueueSpec};
+use super::{EventSpec, FailureDestination, FunctionSpec, Loaded, QueueSpec, RuleDeadLetter, StreamSource, TableSpec};
 use crate::diag::{Diagnostic, did_you_mean};
 use std::collections::BTreeSet;
 
@@ -152,11 +153,58 @@ pub fn check(l: &Loaded) -> Vec<Diagnostic> {
     for (name, q) in &spec.queues {
         check_queue(&mut c, name, q);
     }
+    for (name, t) in &spec.tables {
+        check_table(&mut c, name, t);
+    }
+    for (name, b) in &spec.buses {
+        if !name_ok(name) {
+            c.at_key(
+                &format!("buses.{name}"),
+                format!("invalid bus name `{name}`"),
+                "use letters, digits, `-` and `_`",
+            );
+        }
+        check_tags(&mut c, &format!("buses.{name}.tags"), &b.tags);
+    }
+    if !spec.defaults.events.is_empty() {
+        c.at_key(
+            "defaults.events",
+            "events cannot be defaults".into(),
+            "list each function's events under that function",
+        );
+    }
     for name in spec.functions.keys() {
         check_function(&mut c, name, &l.function(name));
+        check_events(&mut c, name, &spec.functions[name].events);
     }
     check_references(&mut c, &l.root, String::new());
     c.out
+}
+
+fn check_table(c: &mut Checker, name: &str, t: &TableSpec) {
+    let base = format!("tables.{name}");
+    if !name_ok(name) {
+        c.at_key(&base, format!("invalid table name `{name}`"), "use letters, digits, `-` and `_`");
+    }
+    if let Some(sk) = &t.sort_key
+        && sk.name == t.partition_key.name
+    {
+        c.at_value(
+            &format!("{base}.sort_key.name"),
+            format!("sort key `{}` is also the partition key", sk.name),
+            "use two different attributes",
+        );
+    }
+    for (field, v) in [("partition_key.name", Some(&t.partition_key.name)), ("ttl", t.ttl.as_ref())] {
+        if v.is_some_and(|v| v.is_empty()) {
+            c.at_value(
+                &format!("{base}.{field}"),
+                format!("{field} must not be empty"),
+                "name an attribute of the items",
+            );
+        }
+    }
+    check_tags(c, &format!("{base}.tags"), &t.tags);
 }
 
 fn check_queue(c: &mut Checker, name: &str, q: &QueueSpec) {
@@ -519,6 +567,16 @@ fn check_function(c: &mut Checker, name: &str, f: &FunctionSpec) {
             }
         }
     }
+    for t in f.access.tables.keys() {
+        if !spec.tables.contains_key(t) {
+            let path = c.source(name, &format!("access.tables.{t}"));
+            let known: Vec<&str> = spec.tables.keys().map(String::as_str).collect();
+            let hint = did_you_mean(t, known.iter().copied())
+                .map(|s| format!("did you mean `{s}`?"))
+                .unwrap_or_else(|| "grant access to tables defined under `tables:`".into());
+            c.at_key(&path, format!("unknown table `{t}`"), hint);
+        }
+    }
     for q in f.access.queues.keys() {
         if !spec.queues.contains_key(q) {
             let path = c.source(name, &format!("access.queues.{q}"));
@@ -555,6 +613,351 @@ fn check_function(c: &mut Checker, name: &str, f: &FunctionSpec) {
         }
     }
     check_tags(c, &c.source(name, "tags"), &f.tags);
+}
+
+fn check_events(c: &mut Checker, name: &str, events: &[EventSpec]) {
+    let spec = &c.l.spec;
+    let mut seen: Vec<String> = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        let base = format!("functions.{name}.events.{i}");
+        let address = e.address(name);
+        if seen.contains(&address) {
+            c.at_key(&base, format!("two events of `{name}` are both {address}"), "give each a distinct `name:`");
+        }
+        seen.push(address);
+        match e {
+            EventSpec::Sqs(s) => {
+                let p = |f: &str| format!("{base}.sqs.{f}");
+                let Some(q) = spec.queues.get(&s.queue) else {
+                    unknown_name(c, &p("queue"), "queue", &s.queue, spec.queues.keys());
+                    continue;
+                };
+                let batch = s.batch_size.unwrap_or(10);
+                let max = if q.fifo { 10 } else { 10_000 };
+                let hint = if q.fifo {
+                    "Lambda reads at most 10 messages at a time from a FIFO queue"
+                } else {
+                    "SQS sources take 1 to 10000 records per batch"
+                };
+                c.range(&p("batch_size"), batch.into(), Limit { what: "batch_size", min: 1, max, unit: "", hint });
+                if batch > 10 && s.batching_window.is_none_or(|w| w.0 == 0) {
+                    c.at_value(
+                        &p("batch_size"),
+                        format!("batch_size {batch} needs a batching_window"),
+                        "SQS batches above 10 records need `batching_window` of at least 1s",
+                    );
+                }
+                if let Some(w) = s.batching_window {
+                    c.range(
+                        &p("batching_window"),
+                        w.0,
+                        Limit {
+                            what: "batching_window",
+                            min: 0,
+                            max: 300,
+                            unit: " s",
+                            hint: "Lambda waits at most 300 seconds to fill a batch",
+                        },
+                    );
+                }
+                if let Some(m) = s.max_concurrency {
+                    c.range(
+                        &p("max_concurrency"),
+                        m.into(),
+                        Limit {
+                            what: "max_concurrency",
+                            min: 2,
+                            max: 1000,
+                            unit: "",
+                            hint: "SQS sources allow 2 to 1000 concurrent invocations",
+                        },
+                    );
+                }
+                if s.on_failure.is_some() {
+                    c.at_key(
+                        &p("on_failure"),
+                        "on_failure applies to stream sources only".into(),
+                        format!(
+                            "failed SQS messages go to the queue's dead-letter queue: set `dead_letter:` on queue `{}`",
+                            s.queue
+                        ),
+                    );
+                }
+                check_filters(c, &p("filter"), &s.filter);
+            }
+            EventSpec::Stream(s) => {
+                let p = format!("{base}.stream");
+                match (&s.table, &s.arn) {
+                    (Some(t), None) => match spec.tables.get(t) {
+                        None => unknown_name(c, &format!("{p}.table"), "table", t, spec.tables.keys()),
+                        Some(table) if table.stream.is_none() => c.at_value(
+                            &format!("{p}.table"),
+                            format!("table `{t}` has no stream"),
+                            format!("set `stream: new_and_old_images` (or another view) on table `{t}`"),
+                        ),
+                        Some(_) => {}
+                    },
+                    _ => c.at_key(
+                        &p,
+                        "a stream event names a `table` (and no `arn`)".into(),
+                        "for a Kinesis stream use `kinesis: { arn: ... }`",
+                    ),
+                }
+                check_stream(c, &p, s);
+            }
+            EventSpec::Kinesis(s) => {
+                let p = format!("{base}.kinesis");
+                match (&s.arn, &s.table) {
+                    (Some(arn), None) => {
+                        let ok = arn.contains("${")
+                            || (arn.starts_with("arn:aws") && arn.contains(":kinesis:") && arn.contains(":stream/"));
+                        if !ok {
+                            c.at_value(
+                                &format!("{p}.arn"),
+                                format!("`{arn}` is not a Kinesis stream ARN"),
+                                "Kinesis stream ARNs look like arn:aws:kinesis:REGION:ACCOUNT:stream/NAME",
+                            );
+                        }
+                    }
+                    _ => c.at_key(
+                        &p,
+                        "a kinesis event names an `arn` (and no `table`)".into(),
+                        "for a DynamoDB stream use `stream: { table: ... }`",
+                    ),
+                }
+                check_stream(c, &p, s);
+            }
+            EventSpec::Schedule(s) => {
+                let r = s.rule();
+                let p = format!("{base}.schedule");
+                let expr_path =
+                    if matches!(s, super::ScheduleEvent::Full(_)) { format!("{p}.expression") } else { p.clone() };
+                if let Err((m, h)) = rules::schedule(&r.expression) {
+                    c.at_value(&expr_path, m, h);
+                }
+                check_rule_name(c, name, &p, r.name.as_deref(), &e.rule_suffix().unwrap_or_default());
+                check_delivery(c, &p, r.dead_letter.as_ref(), r.max_retries, r.max_event_age);
+            }
+            EventSpec::Eventbridge(b) => {
+                let p = format!("{base}.eventbridge");
+                if let Some(bus) = &b.bus
+                    && !spec.buses.contains_key(bus)
+                {
+                    unknown_name(c, &format!("{p}.bus"), "bus", bus, spec.buses.keys());
+                }
+                if let Err((m, h)) = rules::pattern(&b.pattern) {
+                    c.at_value(&format!("{p}.pattern"), m, h);
+                }
+                let inputs = [b.input.is_some(), b.input_path.is_some(), b.input_transformer.is_some()]
+                    .iter()
+                    .filter(|x| **x)
+                    .count();
+                if inputs > 1 {
+                    c.at_key(
+                        &p,
+                        "set at most one of `input`, `input_path` and `input_transformer`".into(),
+                        "EventBridge sends one of them to the target",
+                    );
+                }
+                if let Some(t) = &b.input_transformer {
+                    for (k, path) in &t.paths {
+                        if !path.starts_with('$') {
+                            c.at_value(
+                                &format!("{p}.input_transformer.paths.{k}"),
+                                format!("`{path}` is not a JSON path"),
+                                "paths start with `$`, e.g. $.detail.id",
+                            );
+                        }
+                    }
+                }
+                check_rule_name(c, name, &p, b.name.as_deref(), &e.rule_suffix().unwrap_or_default());
+                check_delivery(c, &p, b.dead_letter.as_ref(), b.max_retries, b.max_event_age);
+            }
+        }
+    }
+}
+
+fn check_stream(c: &mut Checker, p: &str, s: &StreamSource) {
+    let f = |x: &str| format!("{p}.{x}");
+    if s.starting_position.is_none() {
+        c.at_key(
+            p,
+            "a stream source needs `starting_position`".into(),
+            "use `latest` (new records only) or `trim_horizon` (everything retained)",
+        );
+    }
+    if let Some(b) = s.batch_size {
+        c.range(
+            &f("batch_size"),
+            b.into(),
+            Limit {
+                what: "batch_size",
+                min: 1,
+                max: 10_000,
+                unit: "",
+                hint: "stream sources take 1 to 10000 records per batch",
+            },
+        );
+    }
+    if let Some(w) = s.batching_window {
+        c.range(
+            &f("batching_window"),
+            w.0,
+            Limit {
+                what: "batching_window",
+                min: 0,
+                max: 300,
+                unit: " s",
+                hint: "Lambda waits at most 300 seconds to fill a batch",
+            },
+        );
+    }
+    if let Some(r) = s.max_retries {
+        c.range(
+            &f("max_retries"),
+            r.into(),
+            Limit { what: "max_retries", min: 0, max: 10_000, unit: "", hint: "stream sources retry 0 to 10000 times" },
+        );
+    }
+    if let Some(a) = s.maximum_record_age {
+        c.range(
+            &f("maximum_record_age"),
+            a.0,
+            Limit {
+                what: "maximum_record_age",
+                min: 60,
+                max: 604_800,
+                unit: " s",
+                hint: "records may be 60 seconds to 7 days old",
+            },
+        );
+    }
+    if let Some(n) = s.parallelization_factor {
+        c.range(
+            &f("parallelization_factor"),
+            n.into(),
+            Limit {
+                what: "parallelization_factor",
+                min: 1,
+                max: 10,
+                unit: "",
+                hint: "Lambda processes 1 to 10 batches per shard at once",
+            },
+        );
+    }
+    if let Some(w) = s.tumbling_window {
+        c.range(
+            &f("tumbling_window"),
+            w.0,
+            Limit {
+                what: "tumbling_window",
+                min: 0,
+                max: 900,
+                unit: " s",
+                hint: "tumbling windows last at most 900 seconds",
+            },
+        );
+    }
+    if let Some(d) = &s.on_failure {
+        check_failure_destination(c, &f("on_failure"), d);
+    }
+    check_filters(c, &f("filter"), &s.filter);
+}
+
+fn check_failure_destination(c: &mut Checker, p: &str, d: &FailureDestination) {
+    match (&d.queue, &d.topic_arn) {
+        (Some(q), None) => check_async_target(c, &format!("{p}.queue"), q, "on_failure queue"),
+        (None, Some(t)) if t.contains(":sns:") || t.contains("${") => {}
+        (None, Some(t)) => c.at_value(
+            &format!("{p}.topic_arn"),
+            format!("`{t}` is not an SNS topic ARN"),
+            "topic ARNs look like arn:aws:sns:REGION:ACCOUNT:NAME",
+        ),
+        _ => c.at_key(
+            p,
+            "on_failure needs exactly one of `queue` and `topic_arn`".into(),
+            "e.g. on_failure: { queue: orders-dlq }",
+        ),
+    }
+}
+
+fn check_filters(c: &mut Checker, p: &str, filters: &[serde_json::Value]) {
+    if filters.len() > 5 {
+        c.at_value(
+            p,
+            format!("{} filter patterns; Lambda allows 5", filters.len()),
+            "combine patterns, or filter in the function",
+        );
+    }
+    for (i, f) in filters.iter().enumerate() {
+        if let Err((m, h)) = rules::pattern(f) {
+            c.at_value(&format!("{p}.{i}"), m, h);
+        }
+    }
+}
+
+/// Rule names are `{stack}-{stage}-{function}-{suffix}`, at most 64 characters.
+fn check_rule_name(c: &mut Checker, function: &str, p: &str, name: Option<&str>, suffix: &str) {
+    if let Some(n) = name
+        && !name_ok(n)
+    {
+        c.at_value(&format!("{p}.name"), format!("invalid rule name `{n}`"), "use letters, digits, `-` and `_`");
+    }
+    let physical = c.l.physical_name(&format!("{function}-{suffix}"));
+    if physical.len() > 64 {
+        c.at_key(
+            p,
+            format!("rule name `{physical}` is {} characters; EventBridge allows 64", physical.len()),
+            "shorten the function or event name",
+        );
+    }
+}
+
+fn check_delivery(
+    c: &mut Checker,
+    p: &str,
+    dlq: Option<&RuleDeadLetter>,
+    retries: Option<u32>,
+    age: Option<super::Duration>,
+) {
+    if let Some(r) = retries {
+        c.range(
+            &format!("{p}.max_retries"),
+            r.into(),
+            Limit {
+                what: "max_retries",
+                min: 0,
+                max: 185,
+                unit: "",
+                hint: "EventBridge retries delivery 0 to 185 times",
+            },
+        );
+    }
+    if let Some(a) = age {
+        c.range(
+            &format!("{p}.max_event_age"),
+            a.0,
+            Limit {
+                what: "max_event_age",
+                min: 60,
+                max: 86_400,
+                unit: " s",
+                hint: "EventBridge keeps undelivered events 60 seconds to 24 hours",
+            },
+        );
+    }
+    if let Some(d) = dlq {
+        let spec = &c.l.spec;
+        match spec.queues.get(&d.queue) {
+            None => unknown_name(c, &format!("{p}.dead_letter.queue"), "queue", &d.queue, spec.queues.keys()),
+            Some(q) if q.fifo => c.at_value(
+                &format!("{p}.dead_letter.queue"),
+                format!("the dead-letter queue `{}` is a FIFO queue", d.queue),
+                "EventBridge dead-letter queues must be standard queues",
+            ),
+            Some(_) => {}
+        }
+    }
 }
 
 /// A Lambda async target named as a stack queue or an ARN: must exist and must not be FIFO.
@@ -620,10 +1023,12 @@ fn resource_ref_ok(l: &Loaded, r: &Ref) -> Result<(), (String, String)> {
     let (names, attrs): (BTreeSet<&String>, &[&str]) = match section.as_str() {
         "queues" => (l.spec.queues.keys().collect(), &["url", "arn", "name"]),
         "functions" => (l.spec.functions.keys().collect(), &["arn", "name"]),
+        "tables" => (l.spec.tables.keys().collect(), &["name", "arn", "stream_arn"]),
+        "buses" => (l.spec.buses.keys().collect(), &["name", "arn"]),
         other => {
             return Err((
                 format!("{r} refers to `{other}`, which this stack does not define"),
-                "references can name queues and functions".into(),
+                "references can name queues, functions, tables and buses".into(),
             ));
         }
     };
@@ -633,6 +1038,9 @@ fn resource_ref_ok(l: &Loaded, r: &Ref) -> Result<(), (String, String)> {
             None => format!("define `{name}` under `{section}:`"),
         };
         return Err((format!("{r} refers to an unknown {}", &section[..section.len() - 1]), hint));
+    }
+    if section == "tables" && attr == "stream_arn" && l.spec.tables[name].stream.is_none() {
+        return Err((format!("{r}: table `{name}` has no stream"), format!("set `stream:` on table `{name}`")));
     }
     if !attrs.contains(&attr.as_str()) {
         return Err((
