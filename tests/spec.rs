@@ -189,7 +189,9 @@ fn unknown_top_level_key_lists_the_expected_ones() {
     assert_eq!(d.mark, Some(Mark { line: 2, col: 1 }));
     assert_eq!(
         d.hint.as_deref(),
-        Some("expected one of `stack`, `region`, `vars`, `stages`, `defaults`, `queues`, `tables`, `buses`, `functions`")
+        Some(
+            "expected one of `stack`, `region`, `vars`, `stages`, `defaults`, `queues`, `tables`, `buses`, `functions`"
+        )
     );
 }
 
@@ -428,4 +430,254 @@ fn generated_roles_are_least_privilege() {
     });
     assert_eq!(role["policy"], expected);
     assert_eq!(role["trust_policy"]["Statement"][0]["Principal"]["Service"], "lambda.amazonaws.com");
+}
+
+/// A function `api` with `events` (indented 6 spaces) and a few resources to point at.
+fn with_events(events: &str) -> String {
+    format!(
+        "stack: shop\nqueues:\n  jobs: {{}}\n  audit: {{ fifo: true }}\n  failed: {{}}\ntables:\n  orders: {{ partition_key: {{ name: id, type: S }}, stream: new_image }}\n  plain: {{ partition_key: {{ name: id, type: S }} }}\nbuses:\n  shop-events: {{}}\nfunctions:\n  api:\n    handler: app.handler\n    runtime: python3.12\n    code: ./src\n    events:\n{events}"
+    )
+}
+
+#[test]
+fn sqs_batches_above_ten_need_a_batching_window() {
+    let d = fixture().error(&with_events("      - sqs: { queue: jobs, batch_size: 50 }\n"));
+    check(
+        &d,
+        "batch_size 50 needs a batching_window",
+        17,
+        41,
+        Some("function.api"),
+        "SQS batches above 10 records need `batching_window` of at least 1s",
+    );
+    assert!(
+        fixture().load(&with_events("      - sqs: { queue: jobs, batch_size: 50, batching_window: 1s }\n")).is_ok()
+    );
+}
+
+#[test]
+fn fifo_queues_cap_batches_at_ten() {
+    let d = fixture().error(&with_events("      - sqs: { queue: audit, batch_size: 20, batching_window: 5s }\n"));
+    check(
+        &d,
+        "batch_size 20 is out of range 1..10",
+        17,
+        42,
+        Some("function.api"),
+        "Lambda reads at most 10 messages at a time from a FIFO queue",
+    );
+}
+
+#[test]
+fn streams_need_a_starting_position() {
+    let d = fixture().error(&with_events("      - stream: { table: orders }\n"));
+    check(
+        &d,
+        "a stream source needs `starting_position`",
+        17,
+        9,
+        Some("function.api"),
+        "use `latest` (new records only) or `trim_horizon` (everything retained)",
+    );
+}
+
+#[test]
+fn on_failure_is_for_stream_sources_only() {
+    let d = fixture().error(&with_events("      - sqs: { queue: jobs, on_failure: { queue: failed } }\n"));
+    check(
+        &d,
+        "on_failure applies to stream sources only",
+        17,
+        29,
+        Some("function.api"),
+        "failed SQS messages go to the queue's dead-letter queue: set `dead_letter:` on queue `jobs`",
+    );
+}
+
+#[test]
+fn stream_sources_need_a_table_with_a_stream() {
+    let d = fixture().error(&with_events("      - stream: { table: plain, starting_position: latest }\n"));
+    check(
+        &d,
+        "table `plain` has no stream",
+        17,
+        26,
+        Some("function.api"),
+        "set `stream: new_and_old_images` (or another view) on table `plain`",
+    );
+}
+
+#[test]
+fn stream_failure_destination_cannot_be_fifo() {
+    let d = fixture().error(&with_events(
+        "      - stream: { table: orders, starting_position: latest, on_failure: { queue: audit } }\n",
+    ));
+    assert_eq!(d.message, "the on_failure queue `audit` is a FIFO queue");
+}
+
+#[test]
+fn stream_tuning_limits() {
+    let d = fixture().error(&with_events(
+        "      - stream: { table: orders, starting_position: latest, parallelization_factor: 11 }\n",
+    ));
+    check(
+        &d,
+        "parallelization_factor 11 is out of range 1..10",
+        17,
+        85,
+        Some("function.api"),
+        "Lambda processes 1 to 10 batches per shard at once",
+    );
+}
+
+#[test]
+fn kinesis_needs_a_stream_arn() {
+    let d = fixture().error(&with_events(
+        "      - kinesis: { arn: 'arn:aws:sqs:us-east-1:123456789012:q', starting_position: latest }\n",
+    ));
+    assert_eq!(d.message, "`arn:aws:sqs:us-east-1:123456789012:q` is not a Kinesis stream ARN");
+}
+
+#[test]
+fn schedule_expressions_are_checked_where_they_are_written() {
+    let d = fixture().error(&with_events("      - schedule: rate(1 minutes)\n"));
+    check(
+        &d,
+        "`rate(1 minutes)` must say `1 minute`",
+        17,
+        19,
+        Some("function.api"),
+        "EventBridge wants the singular unit for 1 and the plural otherwise",
+    );
+    let d = fixture().error(&with_events("      - schedule: { expression: 'cron(0 8 * * * *)' }\n"));
+    assert_eq!(d.message, "`cron(0 8 * * * *)`: exactly one of day-of-month and day-of-week must be `?`");
+    assert_eq!(d.mark, Some(Mark { line: 17, col: 33 }));
+}
+
+#[test]
+fn event_patterns_are_checked() {
+    let d =
+        fixture().error(&with_events("      - eventbridge: { bus: shop-events, pattern: { source: shop.orders } }\n"));
+    check(
+        &d,
+        "pattern field `source` must be a list of values, e.g. [\"shop.orders\"]",
+        17,
+        51,
+        Some("function.api"),
+        "patterns match with arrays at the leaves, e.g. { source: [orders.app], detail: { status: [created] } }",
+    );
+}
+
+#[test]
+fn one_kind_of_rule_input() {
+    let d = fixture().error(&with_events(
+        "      - eventbridge: { pattern: { source: [x] }, input: { a: 1 }, input_transformer: { template: '<a>' } }\n",
+    ));
+    check(
+        &d,
+        "set at most one of `input`, `input_path` and `input_transformer`",
+        17,
+        9,
+        Some("function.api"),
+        "EventBridge sends one of them to the target",
+    );
+}
+
+#[test]
+fn rule_dead_letter_queues_are_standard() {
+    let d = fixture()
+        .error(&with_events("      - schedule: { expression: rate(1 hour), dead_letter: { queue: audit } }\n"));
+    check(
+        &d,
+        "the dead-letter queue `audit` is a FIFO queue",
+        17,
+        69,
+        Some("function.api"),
+        "EventBridge dead-letter queues must be standard queues",
+    );
+}
+
+#[test]
+fn several_schedules_need_names() {
+    let d = fixture().error(&with_events("      - schedule: rate(1 hour)\n      - schedule: rate(2 hours)\n"));
+    check(
+        &d,
+        "two events of `api` are both rule.api.schedule",
+        18,
+        9,
+        Some("function.api"),
+        "give each a distinct `name:`",
+    );
+    assert!(
+        fixture()
+            .load(&with_events(
+                "      - schedule: rate(1 hour)\n      - schedule: { expression: rate(2 hours), name: slow }\n"
+            ))
+            .is_ok()
+    );
+}
+
+#[test]
+fn unknown_bus_and_table_grants() {
+    let d = fixture().error(&with_events("      - eventbridge: { bus: shop-event, pattern: { source: [x] } }\n"));
+    check(&d, "unknown bus `shop-event`", 17, 29, Some("function.api"), "did you mean `shop-events`?");
+    let yaml = function(
+        "    access: { tables: { ordres: read } }\ntables:\n  orders: { partition_key: { name: id, type: S } }\n",
+    );
+    let d = fixture().error(&yaml);
+    check(&d, "unknown table `ordres`", 7, 25, Some("function.api"), "did you mean `orders`?");
+}
+
+#[test]
+fn event_addresses_come_from_sources_not_positions() {
+    let f = fixture();
+    let a = f.load(&with_events("      - sqs: { queue: jobs }\n      - schedule: rate(1 hour)\n")).unwrap();
+    let b = f.load(&with_events("      - schedule: rate(1 hour)\n      - sqs: { queue: jobs }\n")).unwrap();
+    let addresses = |l: &Loaded| {
+        let mut v: Vec<String> =
+            slx::graph::build(l, &Default::default()).unwrap().resources.iter().map(|r| r.address.clone()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(addresses(&a), addresses(&b));
+    assert!(addresses(&a).contains(&"event_source.api.sqs.jobs".to_string()));
+    assert!(addresses(&a).contains(&"rule.api.schedule".to_string()));
+}
+
+#[test]
+fn event_sources_and_table_grants_are_least_privilege() {
+    let yaml = with_events(
+        "      - sqs: { queue: jobs }\n      - stream: { table: orders, starting_position: latest, on_failure: { queue: failed } }\n",
+    ) + "    access: { tables: { plain: read } }\n";
+    let f = fixture();
+    let l = f.load(&yaml).unwrap();
+    let g = slx::graph::build(&l, &Default::default()).unwrap();
+    let facts =
+        slx::graph::Facts { account: "123456789012".into(), region: "eu-west-1".into(), outputs: Default::default() };
+    let (role, _) = g.resolve(&g.get("role.api").unwrap().config, &facts);
+    let statements = role["policy"]["Statement"].as_array().unwrap();
+    let by_sid = |sid: &str| statements.iter().find(|s| s["Sid"] == sid).unwrap_or_else(|| panic!("no {sid}"));
+    assert_eq!(
+        by_sid("SendToQueues")["Resource"],
+        serde_json::json!(["arn:aws:sqs:eu-west-1:123456789012:shop-dev-failed"])
+    );
+    assert_eq!(
+        by_sid("ConsumeQueues")["Resource"],
+        serde_json::json!(["arn:aws:sqs:eu-west-1:123456789012:shop-dev-jobs"])
+    );
+    assert_eq!(
+        by_sid("ReadTableStreams")["Resource"],
+        serde_json::json!(["arn:aws:dynamodb:eu-west-1:123456789012:table/shop-dev-orders/stream/*"])
+    );
+    assert_eq!(
+        by_sid("ReadTables"),
+        &serde_json::json!({
+            "Sid": "ReadTables", "Effect": "Allow",
+            "Action": ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:Scan", "dynamodb:ConditionCheckItem"],
+            "Resource": ["arn:aws:dynamodb:eu-west-1:123456789012:table/shop-dev-plain", "arn:aws:dynamodb:eu-west-1:123456789012:table/shop-dev-plain/index/*"]
+        })
+    );
+    assert!(statements.iter().all(|s| s["Sid"] != "WriteTables"), "read access grants no writes");
+    let sids: Vec<&str> = statements.iter().map(|s| s["Sid"].as_str().unwrap()).collect();
+    assert_eq!(sids, vec!["Logs", "SendToQueues", "ConsumeQueues", "ReadTableStreams", "ReadTables"]);
 }

@@ -311,7 +311,16 @@ impl MarkedEventReceiver for Builder {
                 }
             }
             Event::MappingEnd => {
-                if let Some(Frame::Map { mark, anchor, entries, .. }) = self.stack.pop() {
+                if let Some(Frame::Map { mut mark, anchor, entries, .. }) = self.stack.pop() {
+                    // yaml-rust2 marks a block mapping where its first `:` is; a
+                    // reader looks for it at its first key. (A flow mapping's `{`
+                    // comes before its first key and keeps its own mark.)
+                    if let Some(first) = entries.first()
+                        && first.key_mark.line == mark.line
+                        && first.key_mark.col < mark.col
+                    {
+                        mark = first.key_mark;
+                    }
                     match merge_keys(entries) {
                         Ok(entries) => self.complete(Node { mark, value: Value::Map(entries) }, anchor),
                         Err(d) => self.fail(d),
@@ -374,7 +383,11 @@ mod tests {
             (0..100).map(|i| format!("{}a:\n", "  ".repeat(i))).collect::<String>() + &"  ".repeat(100) + "x: 1\n";
         let e = parse(&block).unwrap_err();
         assert_eq!(e.message, format!("nesting deeper than {MAX_DEPTH} levels"));
-        assert_eq!(e.mark.map(|m| m.line), Some(65), "points at the first mapping too deep");
+        assert_eq!(
+            e.mark,
+            Some(Mark { line: 65, col: 130 }),
+            "the mark of the mapping too deep, before its keys are read"
+        );
     }
 
     #[test]
