@@ -1,6 +1,6 @@
 //! End to end against the emulator, checked through the AWS API.
 
-use crate::support::{Emulator, copy_example};
+use crate::support::{Emulator, copy_example, percent_decode};
 use aws_sdk_sqs::types::QueueAttributeName as A;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -85,22 +85,6 @@ impl Aws {
         }
         out
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let mut out = Vec::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
 }
 
 fn statement<'a>(policy: &'a Value, sid: &str) -> &'a Value {

@@ -5,5 +5,6 @@ mod support;
 mod cli;
 mod e2e;
 mod emulator;
+mod events;
 mod provider;
 mod spec;

@@ -168,3 +168,20 @@ pub fn venv_python() -> PathBuf {
     assert!(status.success(), "emulator install failed");
     std::env::var_os("SLX_EMULATOR_VENV").map(PathBuf::from).unwrap_or_else(|| root().join(".venv")).join("bin/python")
 }
+
+/// Decodes IAM's URL-encoded policy documents.
+pub fn percent_decode(s: &str) -> String {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
