@@ -5,6 +5,7 @@
 
 use crate::apply::{Outcome, Report};
 use crate::plan::{Action, Change, FieldDiff, Plan, is_unknown};
+use crate::resource::Kind;
 use serde_json::Value;
 use std::fmt::Write;
 
@@ -99,6 +100,10 @@ pub fn human(plan: &Plan, style: Style) -> String {
             for f in &a.fields {
                 field_lines(&mut out, f, "      ");
             }
+        }
+        if a.action == Change::Replace && matches!(a.kind, Kind::Table | Kind::Queue) {
+            let warn = format!("      ! replacing deletes the {} and everything in it, then creates it empty", a.kind);
+            let _ = writeln!(out, "{}", style.paint("31;1", &warn));
         }
         if let Some(loss) = &a.data_loss {
             let warn = format!("      ! {loss}; deleting it destroys them and needs --force");

@@ -224,6 +224,17 @@ async fn order_pipeline_lifecycle() {
     let writes: Vec<String> = emu.writes().into_iter().map(|c| c.operation).collect();
     assert_eq!(writes, vec!["PUT /2015-03-31/event-source-mappings/".to_string() + &uuid]);
 
+    // Changing a key replaces the table, and the plan says so loudly.
+    edit(&spec, "partition_key: { name: orderId, type: S }", "partition_key: { name: id, type: S }");
+    let run = emu.slx(&["plan", "-f", file]);
+    assert!(run.stdout.contains("-/+ table.orders"), "{run:?}");
+    assert!(run.stdout.contains("      partition_key.name: \"orderId\" → \"id\" (forces replacement)\n"), "{run:?}");
+    assert!(
+        run.stdout.contains("      ! replacing deletes the table and everything in it, then creates it empty\n"),
+        "{run:?}"
+    );
+    edit(&spec, "partition_key: { name: id, type: S }", "partition_key: { name: orderId, type: S }");
+
     // Destroy refuses a table with items, then removes everything with --force.
     aws.dynamodb
         .put_item()
