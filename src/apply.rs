@@ -48,6 +48,9 @@ pub struct StepReport {
 pub struct Report {
     pub steps: Vec<StepReport>,
     pub interrupted: bool,
+    /// Identity and every output known at the end, for `outputs` after a deploy.
+    #[serde(skip)]
+    pub facts: Facts,
 }
 
 impl Report {
@@ -101,7 +104,21 @@ fn build_steps(plan: &Plan) -> Vec<Step<'_>> {
     for a in &plan.actions {
         let renamed = a.action == Change::Replace && a.before.as_ref().is_some_and(|b| b.name != a.name);
         if a.action == Change::Delete || renamed {
-            steps.push(Step { action: a, phase: Phase::Delete, deps: mains.clone() });
+            // Nothing but a deployment depends on a route, so a route goes
+            // early: the redeploy it triggers must not still include it.
+            let deps = if a.kind == Kind::Route { BTreeSet::new() } else { mains.clone() };
+            steps.push(Step { action: a, phase: Phase::Delete, deps });
+        }
+    }
+    // A triggered action runs after every change that triggered it.
+    for i in 0..first_delete {
+        for cause in steps[i].action.triggered_by.clone() {
+            let found = steps
+                .iter()
+                .position(|s| s.action.address == cause && (s.phase == Phase::Main || s.action.kind == Kind::Route));
+            if let Some(j) = found.filter(|j| *j != i) {
+                steps[i].deps.insert(j);
+            }
         }
     }
     // Among deletes: lower rank first; a queue after any queue that redrives into it.
@@ -217,6 +234,7 @@ pub async fn apply(
         }
     }
     report.interrupted = interrupted;
+    report.facts = facts;
     report
 }
 

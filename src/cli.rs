@@ -11,6 +11,7 @@ use crate::render::{self, Format, Style};
 use crate::spec::{self, Loaded};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use serde_json::json;
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -114,6 +115,13 @@ enum Command {
         #[arg(long, default_value_t = apply::DEFAULT_PARALLELISM)]
         parallelism: usize,
     },
+    /// Print the stack's outputs: WebSocket and queue URLs, function and table ARNs
+    Outputs {
+        #[command(flatten)]
+        spec: SpecArgs,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
     /// Build a deployment package from a directory and print its CodeSha256
     Package {
         /// The code directory (or .zip file)
@@ -174,6 +182,22 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
     match cli.command {
         Command::Schema => {
             print!("{}", spec::json_schema());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Outputs { spec: s, format } => {
+            let ctx = Session::prepare(&g, &s).await?;
+            let state = live::read(ctx.provider.clone(), &ctx.graph).await?;
+            let mut facts = ctx.facts();
+            for (address, l) in state.desired {
+                facts.outputs.insert(address, l.outputs);
+            }
+            let outputs = ctx.graph.outputs(&facts);
+            match format {
+                Format::Json => {
+                    println!("{}", serde_json::to_string_pretty(&json!({ "format_version": 1, "outputs": outputs }))?)
+                }
+                _ => print!("{}", render::outputs(&outputs)),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Package { path, out } => {
@@ -309,12 +333,16 @@ impl Session {
         plan::plan(&self.graph, &state, &self.identity, plan::Options { adopt }).map_err(|ds| Diagnostics(ds).into())
     }
 
-    async fn apply(&self, plan: &Plan, opts: apply::Options) -> Result<ExitCode> {
-        let mut facts = Facts {
+    fn facts(&self) -> Facts {
+        Facts {
             account: self.identity.account.clone(),
             region: self.identity.region.clone(),
             outputs: Default::default(),
-        };
+        }
+    }
+
+    async fn apply(&self, plan: &Plan, opts: apply::Options) -> Result<ExitCode> {
+        let mut facts = self.facts();
         for a in &plan.actions {
             if let (Some(b), true) = (&a.before, a.action != Change::Delete) {
                 facts.outputs.insert(a.address.clone(), b.outputs.clone());
@@ -324,6 +352,10 @@ impl Session {
         let report = apply::apply(self.provider.clone(), &self.graph, plan, facts, opts, &progress).await;
         progress.done();
         print!("{}", render::report(&report));
+        let websockets = self.graph.outputs(&report.facts).get("websockets").cloned();
+        if let Some(ws) = websockets.filter(|w| w.as_object().is_some_and(|m| !m.is_empty())) {
+            print!("\n{}", render::outputs(&json!({ "websockets": ws })));
+        }
         Ok(if report.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(1) })
     }
 }

@@ -12,6 +12,7 @@ use crate::resource::*;
 use crate::spec::interp::{self, Part, Ref};
 use crate::spec::{EventSpec, Loaded, QueueAccess, StreamSource, TableAccess};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,6 +33,9 @@ pub struct Resource {
     pub package: Option<Arc<Package>>,
     /// Where in the spec this resource is declared, for errors.
     pub spec_path: String,
+    /// Address prefixes: a change to any resource under them re-applies this
+    /// one (a WebSocket deployment after its routes change).
+    pub triggers: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +60,37 @@ impl Graph {
     /// A graph that wants nothing: planning against it deletes everything owned.
     pub fn empty(stack: &str, stage: &str) -> Graph {
         Graph { stack: stack.to_string(), stage: stage.to_string(), resources: Vec::new(), index: HashMap::new() }
+    }
+
+    /// What users look up after a deploy: WebSocket URLs, queue URLs, function
+    /// and table ARNs, resolved like any reference (unknown ones are left out).
+    pub fn outputs(&self, facts: &Facts) -> Value {
+        let mut out = serde_json::Map::new();
+        for r in &self.resources {
+            let (section, attrs): (&str, &[&str]) = match r.kind {
+                Kind::WebSocket => ("websockets", &["url", "callback_url", "id"]),
+                Kind::Queue => ("queues", &["url", "arn"]),
+                Kind::Function => ("functions", &["arn"]),
+                Kind::Table => ("tables", &["name", "arn", "stream_arn"]),
+                _ => continue,
+            };
+            let name = r.address.split_once('.').map_or("", |(_, n)| n);
+            let mut values = serde_json::Map::new();
+            for attr in attrs {
+                let reference = format!("${{{section}.{name}.{attr}}}");
+                if let Some(v) = self.reference_str(&reference, facts) {
+                    values.insert(attr.to_string(), Value::String(v));
+                }
+            }
+            out.entry(section).or_insert_with(|| json!({}))[name] = Value::Object(values);
+        }
+        Value::Object(out)
+    }
+
+    fn reference_str(&self, template: &str, facts: &Facts) -> Option<String> {
+        let mut unknown = false;
+        let v = self.resolve_str(template, facts, &mut unknown);
+        (!unknown).then_some(v)
     }
 
     pub fn get(&self, address: &str) -> Option<&Resource> {
@@ -123,6 +158,12 @@ impl Graph {
                     (Kind::Bus, "arn") => {
                         Some(format!("arn:aws:events:{}:{}:event-bus/{}", facts.region, facts.account, res.name))
                     }
+                    (Kind::WebSocket, "url" | "callback_url") => {
+                        let id = facts.outputs.get(&address)?.get("id")?;
+                        let stage = self.get(&format!("stage.{name}"))?.config["stage_name"].as_str()?.to_string();
+                        let scheme = if attr == "url" { "wss" } else { "https" };
+                        Some(format!("{scheme}://{id}.execute-api.{}.amazonaws.com/{stage}", facts.region))
+                    }
                     _ => facts.outputs.get(&address)?.get(attr).cloned(),
                 }
             }
@@ -137,6 +178,7 @@ fn section_kind(section: &str) -> Option<Kind> {
         "functions" => Some(Kind::Function),
         "tables" => Some(Kind::Table),
         "buses" => Some(Kind::Bus),
+        "websockets" => Some(Kind::WebSocket),
         _ => None,
     }
 }
@@ -185,7 +227,16 @@ impl Builder<'_> {
     ) {
         let address = format!("{}.{key}", kind.prefix());
         ref_deps(&config, &mut deps);
-        self.resources.push(Resource { address, kind, name, config, deps, package: None, spec_path });
+        self.resources.push(Resource {
+            address,
+            kind,
+            name,
+            config,
+            deps,
+            package: None,
+            spec_path,
+            triggers: Vec::new(),
+        });
     }
 }
 
@@ -215,6 +266,7 @@ struct Grants {
     kinesis_read: BTreeSet<String>,
     table_read: BTreeSet<String>,
     table_write: BTreeSet<String>,
+    manage_connections: BTreeSet<String>,
 }
 
 impl Grants {
@@ -261,6 +313,7 @@ impl Grants {
             ],
             &self.table_read,
         );
+        grant("ManageConnections", &["execute-api:ManageConnections"], &self.manage_connections);
         grant(
             "WriteTables",
             &["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"],
@@ -416,6 +469,12 @@ pub fn build(l: &Loaded, packages: &HashMap<PathBuf, Arc<Package>>) -> Result<Gr
                 g.table_write.extend(targets);
             }
         }
+        for ws in f.access.websockets.keys() {
+            let stage = spec.websockets[ws].stage.clone().unwrap_or_else(|| l.stage.clone());
+            g.manage_connections.insert(format!(
+                "arn:aws:execute-api:{ACCOUNT_REGION}:${{websockets.{ws}.id}}/{stage}/POST/@connections/*"
+            ));
+        }
         for event in &f.events {
             add_event(&mut b, name, event, &mut g, &mut queue_senders);
         }
@@ -464,6 +523,9 @@ pub fn build(l: &Loaded, packages: &HashMap<PathBuf, Arc<Package>>) -> Result<Gr
         };
         b.add(Kind::Function, name, physical, serde_json::to_value(config).unwrap(), fn_deps, spec_path);
         b.resources.last_mut().unwrap().package = package;
+    }
+    for (name, ws) in &spec.websockets {
+        add_websocket(&mut b, name, ws);
     }
     for (queue, rules) in queue_senders {
         let arn = queue_arn(&queue);
@@ -615,6 +677,89 @@ fn add_event(
             b.add(Kind::Rule, &key, rule_name, serde_json::to_value(config).unwrap(), deps, spec_path);
         }
     }
+}
+
+/// A WebSocket API, one integration per target function, its routes (each with
+/// the permission scoped to the API and route), its stage and the deployment
+/// the stage serves.
+fn add_websocket(b: &mut Builder, name: &str, ws: &crate::spec::WebsocketSpec) {
+    let l = b.l;
+    let api = l.physical_name(name);
+    let address = format!("websocket.{name}");
+    let spec_path = format!("websockets.{name}");
+    let config = WebSocketConfig {
+        route_selection: ws.route_selection(),
+        description: ws.description.clone().unwrap_or_default(),
+        tags: b.tags(&address, &ws.tags),
+    };
+    b.add(
+        Kind::WebSocket,
+        name,
+        api.clone(),
+        serde_json::to_value(config).unwrap(),
+        BTreeSet::new(),
+        spec_path.clone(),
+    );
+    let api_id = format!("${{websockets.{name}.id}}");
+    let stage_name = ws.stage.clone().unwrap_or_else(|| l.stage.clone());
+    let uri = |f: &str| {
+        format!(
+            "arn:aws:apigateway:${{aws:region}}:lambda:path/2015-03-31/functions/${{functions.{f}.arn}}/invocations"
+        )
+    };
+    let api_dep = || BTreeSet::from([address.clone()]);
+    let functions: BTreeSet<&String> = ws.routes.values().collect();
+    for f in &functions {
+        let key = format!("{name}.{f}");
+        let tags = b.tags(&format!("integration.{key}"), &Tags::new());
+        let config = IntegrationConfig { api_id: api_id.clone(), uri: uri(f), tags };
+        let deps = api_dep().into_iter().chain([format!("function.{f}")]).collect();
+        let physical = format!("{api}|{}", l.physical_name(f));
+        b.add(Kind::Integration, &key, physical, serde_json::to_value(config).unwrap(), deps, spec_path.clone());
+    }
+    for (route_key, f) in &ws.routes {
+        let key = format!("{name}.{route_key}");
+        let sid: String = route_key.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        let config = RouteConfig {
+            api_id: api_id.clone(),
+            route_key: route_key.clone(),
+            integration_uri: uri(f),
+            permission: Permission {
+                function: l.physical_name(f),
+                statement_id: format!("slx-{api}-{sid}"),
+                principal: "apigateway.amazonaws.com".to_string(),
+                source_arn: format!("arn:aws:execute-api:{ACCOUNT_REGION}:{api_id}/*/{route_key}"),
+            },
+            tags: b.tags(&format!("route.{key}"), &Tags::new()),
+        };
+        let deps = api_dep().into_iter().chain([format!("integration.{name}.{f}")]).collect();
+        let physical = format!("{api}|{route_key}");
+        b.add(Kind::Route, &key, physical, serde_json::to_value(config).unwrap(), deps, spec_path.clone());
+    }
+    let config = StageConfig {
+        api_id: api_id.clone(),
+        stage_name: stage_name.clone(),
+        throttling: ws.throttling.as_ref().map(|t| StageThrottling { burst: t.burst, rate: t.rate }),
+        access_log: ws
+            .access_log
+            .as_ref()
+            .map(|a| StageAccessLog { destination_arn: a.destination_arn.clone(), format: a.format.clone() }),
+        tags: b.tags(&format!("stage.{name}"), &ws.tags),
+    };
+    let physical = format!("{api}|{stage_name}");
+    b.add(Kind::Stage, name, physical.clone(), serde_json::to_value(config).unwrap(), api_dep(), spec_path.clone());
+    // What a deployment is made from: a change here, or to any route or
+    // integration (by hand included, through `triggers`), makes a new one.
+    let made_from = json!({ "route_selection": ws.route_selection(), "routes": ws.routes });
+    let digest = Sha256::digest(made_from.to_string().as_bytes());
+    let fingerprint = format!("slx:{}", digest.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>());
+    let tags = b.tags(&format!("deployment.{name}"), &Tags::new());
+    let config = DeploymentConfig { api_id, stage_name, fingerprint, tags };
+    let mut deps: BTreeSet<String> = [address.clone(), format!("stage.{name}")].into();
+    deps.extend(ws.routes.keys().map(|k| format!("route.{name}.{k}")));
+    deps.extend(functions.iter().map(|f| format!("integration.{name}.{f}")));
+    b.add(Kind::Deployment, name, physical, serde_json::to_value(config).unwrap(), deps, spec_path);
+    b.resources.last_mut().unwrap().triggers = vec![format!("route.{name}."), format!("integration.{name}.")];
 }
 
 /// Schedules and bus subscriptions, in one shape.

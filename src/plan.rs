@@ -74,6 +74,10 @@ pub struct Action {
     /// True when this action takes over a resource slx did not tag (`--adopt`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopt: bool,
+    /// Changes in this plan that make this action necessary (a WebSocket
+    /// redeploy after its routes change); it runs after all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggered_by: Vec<String>,
 }
 
 impl Action {
@@ -239,6 +243,7 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
             after: Some(after),
             before,
             adopt,
+            triggered_by: Vec::new(),
         });
     }
     for o in &live.orphans {
@@ -258,11 +263,13 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
             after: None,
             before: Some(o.clone()),
             adopt: false,
+            triggered_by: Vec::new(),
         });
     }
     if !errors.is_empty() {
         return Err(errors);
     }
+    apply_triggers(graph, &mut actions);
     let mut summary = Summary::default();
     for a in &actions {
         match a.action {
@@ -282,6 +289,30 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
         actions,
         summary,
     })
+}
+
+/// Re-applies resources whose `triggers` match a change in this plan.
+fn apply_triggers(graph: &Graph, actions: &mut [Action]) {
+    let changed: Vec<String> = actions.iter().filter(|a| a.action != Change::NoOp).map(|a| a.address.clone()).collect();
+    for a in actions.iter_mut().filter(|a| a.action != Change::Delete) {
+        let Some(r) = graph.get(&a.address) else { continue };
+        let causes: Vec<String> =
+            changed.iter().filter(|c| r.triggers.iter().any(|t| c.starts_with(t.as_str()))).cloned().collect();
+        if causes.is_empty() {
+            continue;
+        }
+        if a.action == Change::NoOp {
+            a.action = Change::Update;
+            a.fields.push(FieldDiff {
+                field: "redeploy".to_string(),
+                before: Value::Null,
+                after: Value::String(format!("after changes to {}", causes.join(", "))),
+                forces_replacement: false,
+            });
+            a.calls = planned_calls(a.kind, "update", &["redeploy".to_string()]);
+        }
+        a.triggered_by = causes;
+    }
 }
 
 /// Whether a planned value is only known after apply.

@@ -162,6 +162,21 @@ fn past(c: Change) -> &'static str {
     }
 }
 
+/// Stack outputs (URLs, ARNs) as `name: value` lines.
+pub fn outputs(outputs: &serde_json::Value) -> String {
+    let mut out = String::new();
+    if let Some(sections) = outputs.as_object() {
+        for (section, items) in sections {
+            for (name, attrs) in items.as_object().into_iter().flatten() {
+                for (attr, v) in attrs.as_object().into_iter().flatten() {
+                    let _ = writeln!(out, "{section}.{name}.{attr}: {}", v.as_str().unwrap_or("(unknown)"));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// One line per finished step, for logs and non-interactive terminals.
 pub fn step_line(s: &crate::apply::StepReport) -> String {
     match &s.outcome {

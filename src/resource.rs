@@ -24,10 +24,15 @@ pub enum Kind {
     Function,
     EventSource,
     Rule,
+    WebSocket,
+    Integration,
+    Route,
+    Stage,
+    Deployment,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Queue,
         Kind::Table,
         Kind::Bus,
@@ -36,6 +41,11 @@ impl Kind {
         Kind::Function,
         Kind::EventSource,
         Kind::Rule,
+        Kind::WebSocket,
+        Kind::Integration,
+        Kind::Route,
+        Kind::Stage,
+        Kind::Deployment,
     ];
 
     /// The first segment of this kind's addresses.
@@ -49,17 +59,22 @@ impl Kind {
             Kind::Function => "function",
             Kind::EventSource => "event_source",
             Kind::Rule => "rule",
+            Kind::WebSocket => "websocket",
+            Kind::Integration => "integration",
+            Kind::Route => "route",
+            Kind::Stage => "stage",
+            Kind::Deployment => "deployment",
         }
     }
 
     /// Deletion order: consumers before what they consume.
     pub fn delete_rank(self) -> u8 {
         match self {
-            Kind::Rule | Kind::EventSource => 0,
-            Kind::Function => 1,
+            Kind::Rule | Kind::EventSource | Kind::Route | Kind::Deployment => 0,
+            Kind::Function | Kind::Integration | Kind::Stage => 1,
             Kind::LogGroup => 2,
             Kind::Role => 3,
-            Kind::Queue | Kind::Table | Kind::Bus => 4,
+            Kind::Queue | Kind::Table | Kind::Bus | Kind::WebSocket => 4,
         }
     }
 }
@@ -246,6 +261,64 @@ pub struct Permission {
     pub statement_id: String,
     pub principal: String,
     pub source_arn: String,
+}
+
+/// An API Gateway WebSocket API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebSocketConfig {
+    pub route_selection: String,
+    pub description: String,
+    pub tags: Tags,
+}
+
+/// The AWS_PROXY integration of one function. Integrations, routes and
+/// deployments cannot be tagged: they carry their API's ownership tags.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntegrationConfig {
+    pub api_id: String,
+    pub uri: String,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteConfig {
+    pub api_id: String,
+    pub route_key: String,
+    /// The integration (by URI) the route targets.
+    pub integration_uri: String,
+    pub permission: Permission,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageConfig {
+    pub api_id: String,
+    pub stage_name: String,
+    pub throttling: Option<StageThrottling>,
+    pub access_log: Option<StageAccessLog>,
+    pub tags: Tags,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageThrottling {
+    pub burst: u32,
+    pub rate: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageAccessLog {
+    pub destination_arn: String,
+    pub format: String,
+}
+
+/// The deployment a stage serves. `fingerprint` (stored as the deployment's
+/// description) names the routes and integrations it was made from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentConfig {
+    pub api_id: String,
+    pub stage_name: String,
+    pub fingerprint: String,
+    pub tags: Tags,
 }
 
 /// Values other resources may reference once a resource exists (`url`, `arn`).

@@ -2,8 +2,8 @@
 //! the function permission that lets exactly this rule invoke it, so the
 //! permission is created and removed with the rule.
 
-use super::{Desired, Listed, aws_error, config_of, error_code, tag_changes};
-use crate::resource::{BusConfig, InputTransformer, Kind, Live, Outputs, Permission, RuleConfig, RuleTarget, Tags};
+use super::{Desired, Listed, aws_error, config_of, lambda, tag_changes};
+use crate::resource::{BusConfig, InputTransformer, Kind, Live, Outputs, RuleConfig, RuleTarget, Tags};
 use anyhow::{Context, Result};
 use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::types::{
@@ -158,23 +158,6 @@ pub(super) async fn list_rules(c: &Client, prefix: &str) -> Result<Vec<Listed>> 
     Ok(out)
 }
 
-/// The slx statement for `rule_arn` in the function's resource policy, if present.
-async fn read_permission(lambda: &aws_sdk_lambda::Client, function: &str, sid: &str) -> Result<Option<Permission>> {
-    let policy = match lambda.get_policy().function_name(function).send().await {
-        Ok(p) => p.policy().unwrap_or_default().to_string(),
-        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
-        Err(e) => return Err(aws_error("lambda:GetPolicy", &e)),
-    };
-    let doc: Value = serde_json::from_str(&policy).unwrap_or(Value::Null);
-    let statement = doc["Statement"].as_array().and_then(|s| s.iter().find(|st| st["Sid"] == sid).cloned());
-    Ok(statement.map(|st| Permission {
-        function: function.to_string(),
-        statement_id: sid.to_string(),
-        principal: st["Principal"]["Service"].as_str().unwrap_or_default().to_string(),
-        source_arn: st["Condition"]["ArnLike"]["AWS:SourceArn"].as_str().unwrap_or_default().to_string(),
-    }))
-}
-
 pub(super) async fn read_rule(
     c: &Client,
     lambda: &aws_sdk_lambda::Client,
@@ -205,7 +188,7 @@ pub(super) async fn read_rule(
     });
     let function = target.map(|t| t.arn().rsplit(':').next().unwrap_or_default().to_string());
     let permission = match &function {
-        Some(f) => read_permission(lambda, f, &format!("slx-{name}")).await?,
+        Some(f) => lambda::read_permission(lambda, f, &format!("slx-{name}")).await?,
         None => None,
     };
     let mut config = json!({
@@ -280,33 +263,11 @@ async fn put_target(c: &Client, name: &str, r: &RuleConfig) -> Result<()> {
     Ok(())
 }
 
-async fn add_permission(lambda: &aws_sdk_lambda::Client, p: &Permission) -> Result<()> {
-    lambda
-        .add_permission()
-        .function_name(&p.function)
-        .statement_id(&p.statement_id)
-        .action("lambda:InvokeFunction")
-        .principal(&p.principal)
-        .source_arn(&p.source_arn)
-        .send()
-        .await
-        .map_err(|e| aws_error("lambda:AddPermission", &e))?;
-    Ok(())
-}
-
-async fn remove_permission(lambda: &aws_sdk_lambda::Client, function: &str, sid: &str) -> Result<()> {
-    match lambda.remove_permission().function_name(function).statement_id(sid).send().await {
-        Ok(_) => Ok(()),
-        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
-        Err(e) => Err(aws_error("lambda:RemovePermission", &e)),
-    }
-}
-
 pub(super) async fn create_rule(c: &Client, lambda: &aws_sdk_lambda::Client, r: Desired<'_>) -> Result<Outputs> {
     let rule: RuleConfig = config_of(&r)?;
     let arn = put_rule(c, r.name, &rule, true).await?;
     put_target(c, r.name, &rule).await?;
-    add_permission(lambda, &rule.permission).await?;
+    lambda::add_permission(lambda, &rule.permission).await?;
     Ok(Outputs::from([("arn".to_string(), arn)]))
 }
 
@@ -327,9 +288,9 @@ pub(super) async fn update_rule(
     }
     if has("permission") {
         if let Some(old) = prior.config["permission"]["function"].as_str() {
-            remove_permission(lambda, old, &rule.permission.statement_id).await?;
+            lambda::remove_permission(lambda, old, &rule.permission.statement_id).await?;
         }
-        add_permission(lambda, &rule.permission).await?;
+        lambda::add_permission(lambda, &rule.permission).await?;
     }
     if has("tags") {
         retag(c, prior.outputs.get("arn").map_or("", String::as_str), &rule.tags, prior).await?;
@@ -341,7 +302,7 @@ pub(super) async fn update_rule(
 pub(super) async fn delete_rule(c: &Client, lambda: &aws_sdk_lambda::Client, prior: &Live) -> Result<()> {
     let bus = prior.config["bus"].as_str().unwrap_or("default");
     if let Some(function) = prior.config["permission"]["function"].as_str() {
-        remove_permission(lambda, function, &format!("slx-{}", prior.name)).await?;
+        lambda::remove_permission(lambda, function, &format!("slx-{}", prior.name)).await?;
     }
     c.remove_targets()
         .rule(&prior.name)

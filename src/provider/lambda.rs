@@ -7,7 +7,7 @@
 //! `CreateFunction` retries on "cannot be assumed".
 
 use super::{Desired, Listed, aws_error, config_of, error_code, tag_changes};
-use crate::resource::{AsyncConfig, EventSourceConfig, FunctionConfig, Kind, Live, Outputs};
+use crate::resource::{AsyncConfig, EventSourceConfig, FunctionConfig, Kind, Live, Outputs, Permission};
 use anyhow::{Context, Result, bail};
 use aws_sdk_lambda::Client;
 use aws_sdk_lambda::primitives::Blob;
@@ -567,5 +567,44 @@ pub(super) async fn delete_mapping(c: &Client, prior: &Live) -> Result<()> {
         Ok(_) => Ok(()),
         Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
         Err(e) => Err(aws_error("lambda:DeleteEventSourceMapping", &e)),
+    }
+}
+
+/// The statement `sid` of the function's resource policy, if present.
+pub(super) async fn read_permission(lambda: &Client, function: &str, sid: &str) -> Result<Option<Permission>> {
+    let policy = match lambda.get_policy().function_name(function).send().await {
+        Ok(p) => p.policy().unwrap_or_default().to_string(),
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
+        Err(e) => return Err(aws_error("lambda:GetPolicy", &e)),
+    };
+    let doc: serde_json::Value = serde_json::from_str(&policy).unwrap_or_default();
+    let statement = doc["Statement"].as_array().and_then(|s| s.iter().find(|st| st["Sid"] == sid).cloned());
+    Ok(statement.map(|st| Permission {
+        function: function.to_string(),
+        statement_id: sid.to_string(),
+        principal: st["Principal"]["Service"].as_str().unwrap_or_default().to_string(),
+        source_arn: st["Condition"]["ArnLike"]["AWS:SourceArn"].as_str().unwrap_or_default().to_string(),
+    }))
+}
+
+pub(super) async fn add_permission(lambda: &Client, p: &Permission) -> Result<()> {
+    lambda
+        .add_permission()
+        .function_name(&p.function)
+        .statement_id(&p.statement_id)
+        .action("lambda:InvokeFunction")
+        .principal(&p.principal)
+        .source_arn(&p.source_arn)
+        .send()
+        .await
+        .map_err(|e| aws_error("lambda:AddPermission", &e))?;
+    Ok(())
+}
+
+pub(super) async fn remove_permission(lambda: &Client, function: &str, sid: &str) -> Result<()> {
+    match lambda.remove_permission().function_name(function).statement_id(sid).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
+        Err(e) => Err(aws_error("lambda:RemovePermission", &e)),
     }
 }

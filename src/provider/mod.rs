@@ -6,6 +6,7 @@
 //! the walker never see an SDK type. [`Aws`] implements it with one file per
 //! service; tests can wrap it to add latency or faults.
 
+mod apigateway;
 mod dynamodb;
 mod eventbridge;
 mod iam;
@@ -99,6 +100,19 @@ pub fn planned_calls(kind: Kind, action: &str, changed: &[String]) -> Vec<String
         (Kind::Rule, "create") => vec!["events:PutRule", "events:PutTargets", "lambda:AddPermission"],
         (Kind::Rule, "delete") => vec!["lambda:RemovePermission", "events:RemoveTargets", "events:DeleteRule"],
         (k @ (Kind::Rule | Kind::Bus), _) => eventbridge::update_calls(k, changed),
+        (Kind::WebSocket, "create") => vec!["apigateway:CreateApi"],
+        (Kind::Integration, "create") => vec!["apigateway:CreateIntegration"],
+        (Kind::Route, "create") => vec!["apigateway:GetIntegrations", "apigateway:CreateRoute", "lambda:AddPermission"],
+        (Kind::Stage, "create") => vec!["apigateway:CreateStage"],
+        (Kind::Deployment, "create") => vec!["apigateway:CreateDeployment"],
+        (Kind::WebSocket, "delete") => vec!["apigateway:DeleteApi"],
+        (Kind::Integration, "delete") => vec!["apigateway:DeleteIntegration"],
+        (Kind::Route, "delete") => vec!["lambda:RemovePermission", "apigateway:DeleteRoute"],
+        (Kind::Stage, "delete") => vec!["apigateway:DeleteStage"],
+        (Kind::Deployment, "delete") => vec![],
+        (k @ (Kind::WebSocket | Kind::Integration | Kind::Route | Kind::Stage | Kind::Deployment), _) => {
+            apigateway::update_calls(k, changed)
+        }
     };
     calls.into_iter().map(String::from).collect()
 }
@@ -118,6 +132,7 @@ pub struct Aws {
     iam: aws_sdk_iam::Client,
     logs: aws_sdk_cloudwatchlogs::Client,
     dynamodb: aws_sdk_dynamodb::Client,
+    apigateway: aws_sdk_apigatewayv2::Client,
     events: aws_sdk_eventbridge::Client,
     sts: aws_sdk_sts::Client,
     region: String,
@@ -150,6 +165,7 @@ impl Aws {
             iam: aws_sdk_iam::Client::new(config),
             logs: aws_sdk_cloudwatchlogs::Client::new(config),
             dynamodb: aws_sdk_dynamodb::Client::new(config),
+            apigateway: aws_sdk_apigatewayv2::Client::new(config),
             events: aws_sdk_eventbridge::Client::new(config),
             sts: aws_sdk_sts::Client::new(config),
             region,
@@ -182,6 +198,9 @@ impl Provider for Aws {
             Kind::Bus => eventbridge::list_buses(&self.events, prefix).await,
             Kind::EventSource => lambda::list_mappings(&self.lambda, prefix).await,
             Kind::Rule => eventbridge::list_rules(&self.events, prefix).await,
+            k @ (Kind::WebSocket | Kind::Integration | Kind::Route | Kind::Stage | Kind::Deployment) => {
+                apigateway::list(&self.apigateway, &self.lambda, k, prefix).await
+            }
         }
     }
 
@@ -195,6 +214,9 @@ impl Provider for Aws {
             Kind::Bus => eventbridge::read_bus(&self.events, name, listed).await,
             Kind::EventSource => lambda::read_mapping(&self.lambda, name, listed).await,
             Kind::Rule => eventbridge::read_rule(&self.events, &self.lambda, name, listed).await,
+            k @ (Kind::WebSocket | Kind::Integration | Kind::Route | Kind::Stage | Kind::Deployment) => {
+                apigateway::read(k, name, listed)
+            }
         }
     }
 
@@ -208,6 +230,9 @@ impl Provider for Aws {
             Kind::Bus => eventbridge::create_bus(&self.events, r).await,
             Kind::EventSource => lambda::create_mapping(&self.lambda, r).await,
             Kind::Rule => eventbridge::create_rule(&self.events, &self.lambda, r).await,
+            Kind::WebSocket | Kind::Integration | Kind::Route | Kind::Stage | Kind::Deployment => {
+                apigateway::create(&self.apigateway, &self.lambda, r).await
+            }
         };
         result.with_context(|| format!("creating {}", r.address))
     }
@@ -222,6 +247,9 @@ impl Provider for Aws {
             Kind::Bus => eventbridge::update_bus(&self.events, r, prior).await,
             Kind::EventSource => lambda::update_mapping(&self.lambda, r, prior, changed).await,
             Kind::Rule => eventbridge::update_rule(&self.events, &self.lambda, r, prior, changed).await,
+            Kind::WebSocket | Kind::Integration | Kind::Route | Kind::Stage | Kind::Deployment => {
+                apigateway::update(&self.apigateway, &self.lambda, &self.region, r, prior, changed).await
+            }
         };
         result.with_context(|| format!("updating {}", r.address))
     }
@@ -236,6 +264,9 @@ impl Provider for Aws {
             Kind::Bus => eventbridge::delete_bus(&self.events, prior).await,
             Kind::EventSource => lambda::delete_mapping(&self.lambda, prior).await,
             Kind::Rule => eventbridge::delete_rule(&self.events, &self.lambda, prior).await,
+            Kind::WebSocket | Kind::Integration | Kind::Route | Kind::Stage | Kind::Deployment => {
+                apigateway::delete(&self.apigateway, &self.lambda, prior).await
+            }
         }
     }
 }

@@ -46,6 +46,9 @@ pub struct Spec {
     /// Custom EventBridge buses by name.
     #[serde(default)]
     pub buses: BTreeMap<String, BusSpec>,
+    /// API Gateway WebSocket APIs by name.
+    #[serde(default)]
+    pub websockets: BTreeMap<String, WebsocketSpec>,
     /// Lambda functions by name.
     #[serde(default)]
     pub functions: BTreeMap<String, FunctionSpec>,
@@ -229,6 +232,86 @@ pub struct AccessSpec {
     /// Table name → `read`, `write` or `read_write`.
     #[serde(default)]
     pub tables: BTreeMap<String, TableAccess>,
+    /// WebSocket API name → `manage_connections` (post to and drop its connections).
+    #[serde(default)]
+    pub websockets: BTreeMap<String, WebsocketAccess>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WebsocketAccess {
+    ManageConnections,
+}
+
+/// An API Gateway WebSocket API whose routes invoke functions of this stack.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebsocketSpec {
+    /// How a message picks its route (default `$request.body.action`).
+    #[serde(default)]
+    pub route_selection: Option<String>,
+    /// API Gateway stage name (default: the slx stage).
+    #[serde(default)]
+    pub stage: Option<String>,
+    /// Route key → function: `$connect`, `$disconnect`, `$default` or a custom action.
+    #[serde(default)]
+    pub routes: BTreeMap<String, String>,
+    /// `true` for a `connectionId`-keyed table with TTL (`{name}-connections`), or the
+    /// name of a table of this stack. Route functions get read/write access and
+    /// its name as `CONNECTIONS_TABLE`.
+    #[serde(default)]
+    pub connections_table: Option<ConnectionsTable>,
+    /// Stage-wide throttling.
+    #[serde(default)]
+    pub throttling: Option<Throttling>,
+    /// Stage access logs.
+    #[serde(default)]
+    pub access_log: Option<AccessLog>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ConnectionsTable {
+    Enabled(bool),
+    Table(String),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Throttling {
+    /// Burst limit (requests).
+    pub burst: u32,
+    /// Steady-state rate (requests per second).
+    pub rate: f64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLog {
+    /// CloudWatch Logs group (or Firehose) ARN.
+    pub destination_arn: String,
+    /// Log line format with `$context` variables.
+    pub format: String,
+}
+
+/// The WebSocket conventions a newcomer should not have to spell out.
+impl WebsocketSpec {
+    pub fn route_selection(&self) -> String {
+        self.route_selection.clone().unwrap_or_else(|| "$request.body.action".to_string())
+    }
+
+    /// The connections table this API uses, if any: `{api}-connections` for `true`.
+    pub fn connections_table(&self, api: &str) -> Option<String> {
+        match &self.connections_table {
+            Some(ConnectionsTable::Enabled(true)) => Some(format!("{api}-connections")),
+            Some(ConnectionsTable::Table(t)) => Some(t.clone()),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -671,6 +754,7 @@ pub fn merge_function(defaults: &FunctionSpec, f: &FunctionSpec) -> FunctionSpec
     let mut access = defaults.access.clone();
     access.queues.extend(f.access.queues.clone());
     access.tables.extend(f.access.tables.clone());
+    access.websockets.extend(f.access.websockets.clone());
     let mut permissions = defaults.permissions.clone();
     permissions.extend(f.permissions.clone());
     FunctionSpec {
@@ -752,9 +836,36 @@ pub fn load_str(
         }
         Diagnostics::from(d)
     })?;
+    let mut spec = spec;
+    apply_conventions(&mut spec);
     let loaded = Loaded { spec, stage: stage.to_string(), file: file.to_string(), dir: dir.to_path_buf(), root };
     let problems = validate::check(&loaded);
     if problems.is_empty() { Ok(loaded) } else { Err(Diagnostics(problems)) }
+}
+
+/// Spells out shorthands: `connections_table` adds the table (when `true`) and
+/// gives every route function read/write access and `CONNECTIONS_TABLE`.
+fn apply_conventions(spec: &mut Spec) {
+    for (api, ws) in spec.websockets.clone() {
+        let Some(table) = ws.connections_table(&api) else { continue };
+        if matches!(ws.connections_table, Some(ConnectionsTable::Enabled(true))) {
+            spec.tables.entry(table.clone()).or_insert_with(|| TableSpec {
+                partition_key: KeySpec { name: "connectionId".into(), key_type: KeyType::S },
+                sort_key: None,
+                ttl: Some("expiresAt".into()),
+                stream: None,
+                point_in_time_recovery: Some(false),
+                deletion_protection: false,
+                tags: BTreeMap::new(),
+            });
+        }
+        for function in ws.routes.values() {
+            if let Some(f) = spec.functions.get_mut(function) {
+                f.access.tables.entry(table.clone()).or_insert(TableAccess::ReadWrite);
+                f.environment.entry("CONNECTIONS_TABLE".into()).or_insert_with(|| format!("${{tables.{table}.name}}"));
+            }
+        }
+    }
 }
 
 /// The JSON Schema of the spec format, as checked in at `schemas/slx.schema.json`.

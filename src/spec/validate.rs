@@ -4,7 +4,10 @@
 use super::interp::{self, Ref};
 use super::rules;
 use super::yaml::{Node, Value};
-use super::{EventSpec, FailureDestination, FunctionSpec, Loaded, QueueSpec, RuleDeadLetter, StreamSource, TableSpec};
+use super::{
+    ConnectionsTable, EventSpec, FailureDestination, FunctionSpec, Loaded, QueueSpec, RuleDeadLetter, StreamSource,
+    TableSpec, WebsocketSpec,
+};
 use crate::diag::{Diagnostic, did_you_mean};
 use std::collections::BTreeSet;
 
@@ -166,6 +169,9 @@ pub fn check(l: &Loaded) -> Vec<Diagnostic> {
         }
         check_tags(&mut c, &format!("buses.{name}.tags"), &b.tags);
     }
+    for (name, ws) in &spec.websockets {
+        check_websocket(&mut c, name, ws);
+    }
     if !spec.defaults.events.is_empty() {
         c.at_key(
             "defaults.events",
@@ -179,6 +185,99 @@ pub fn check(l: &Loaded) -> Vec<Diagnostic> {
     }
     check_references(&mut c, &l.root, String::new());
     c.out
+}
+
+/// The route keys API Gateway gives a meaning to; other keys may not start with `$`.
+pub const SPECIAL_ROUTES: &[&str] = &["$connect", "$disconnect", "$default"];
+
+/// A custom route key: what a message's route-selection value must equal.
+pub fn route_key(key: &str) -> Result<(), (String, String)> {
+    if key.starts_with('$') {
+        if SPECIAL_ROUTES.contains(&key) {
+            return Ok(());
+        }
+        let hint = match did_you_mean(key, SPECIAL_ROUTES.iter().copied()) {
+            Some(s) => format!(
+                "did you mean `{s}`? Keys starting with `$` are reserved for $connect, $disconnect and $default"
+            ),
+            None => "keys starting with `$` are reserved for $connect, $disconnect and $default".to_string(),
+        };
+        return Err((format!("`{key}` is not a route API Gateway knows"), hint));
+    }
+    if key.is_empty() || key.len() > 128 || key.chars().any(char::is_whitespace) {
+        return Err((
+            format!("invalid route key `{key}`"),
+            "a route key is 1 to 128 characters without spaces, e.g. sendMessage".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_websocket(c: &mut Checker, name: &str, ws: &WebsocketSpec) {
+    let spec = &c.l.spec;
+    let base = format!("websockets.{name}");
+    if !name_ok(name) {
+        c.at_key(&base, format!("invalid websocket name `{name}`"), "use letters, digits, `-` and `_`");
+    }
+    let selection = ws.route_selection();
+    if !selection.starts_with("$request.body.") || selection.len() <= "$request.body.".len() {
+        c.at_value(
+            &format!("{base}.route_selection"),
+            format!("`{selection}` is not a WebSocket route selection expression"),
+            "WebSocket APIs select routes with $request.body.FIELD, e.g. $request.body.action",
+        );
+    }
+    if ws.routes.is_empty() {
+        c.at_key(
+            &base,
+            format!("websocket `{name}` has no routes"),
+            "add routes, e.g. routes: { $connect: connect, $default: handler }",
+        );
+    }
+    for (key, function) in &ws.routes {
+        let p = format!("{base}.routes.{key}");
+        if let Err((m, h)) = route_key(key) {
+            c.at_key(&p, m, h);
+        }
+        if !spec.functions.contains_key(function) {
+            unknown_name(c, &p, "function", function, spec.functions.keys());
+        }
+    }
+    if let Some(stage) = &ws.stage
+        && (stage.is_empty()
+            || stage.len() > 128
+            || !stage.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_'))
+    {
+        c.at_value(
+            &format!("{base}.stage"),
+            format!("invalid stage name `{stage}`"),
+            "use 1 to 128 letters, digits, `-` and `_`",
+        );
+    }
+    if let Some(ConnectionsTable::Table(t)) = &ws.connections_table
+        && !spec.tables.contains_key(t)
+    {
+        unknown_name(c, &format!("{base}.connections_table"), "table", t, spec.tables.keys());
+    }
+    if let Some(t) = &ws.throttling
+        && !(t.rate >= 0.0 && t.rate.is_finite())
+    {
+        c.at_value(
+            &format!("{base}.throttling.rate"),
+            format!("throttling rate {} is not a non-negative number", t.rate),
+            "requests per second, e.g. 50",
+        );
+    }
+    if let Some(a) = &ws.access_log
+        && !a.destination_arn.starts_with("arn:")
+    {
+        c.at_value(
+            &format!("{base}.access_log.destination_arn"),
+            format!("`{}` is not an ARN", a.destination_arn),
+            "use a CloudWatch Logs group ARN",
+        );
+    }
+    check_tags(c, &format!("{base}.tags"), &ws.tags);
 }
 
 fn check_table(c: &mut Checker, name: &str, t: &TableSpec) {
@@ -575,6 +674,12 @@ fn check_function(c: &mut Checker, name: &str, f: &FunctionSpec) {
                 .map(|s| format!("did you mean `{s}`?"))
                 .unwrap_or_else(|| "grant access to tables defined under `tables:`".into());
             c.at_key(&path, format!("unknown table `{t}`"), hint);
+        }
+    }
+    for w in f.access.websockets.keys() {
+        if !spec.websockets.contains_key(w) {
+            let path = c.source(name, &format!("access.websockets.{w}"));
+            unknown_name(c, &path, "websocket", w, spec.websockets.keys());
         }
     }
     for q in f.access.queues.keys() {
@@ -1025,10 +1130,11 @@ fn resource_ref_ok(l: &Loaded, r: &Ref) -> Result<(), (String, String)> {
         "functions" => (l.spec.functions.keys().collect(), &["arn", "name"]),
         "tables" => (l.spec.tables.keys().collect(), &["name", "arn", "stream_arn"]),
         "buses" => (l.spec.buses.keys().collect(), &["name", "arn"]),
+        "websockets" => (l.spec.websockets.keys().collect(), &["id", "url", "callback_url"]),
         other => {
             return Err((
                 format!("{r} refers to `{other}`, which this stack does not define"),
-                "references can name queues, functions, tables and buses".into(),
+                "references can name queues, functions, tables, buses and websockets".into(),
             ));
         }
     };
