@@ -138,3 +138,51 @@ async fn call_log_names_operations_and_writes() {
         ]
     );
 }
+
+/// API Gateway v2 deployments and UpdateStage, which the launcher adds to moto.
+#[tokio::test]
+async fn apigateway_deployments_attach_to_stages() {
+    use aws_sdk_apigatewayv2::types::ProtocolType;
+    let emu = Emulator::start();
+    let api = aws_sdk_apigatewayv2::Client::new(&emu.sdk().await);
+    let created = api
+        .create_api()
+        .name("ws")
+        .protocol_type(ProtocolType::Websocket)
+        .route_selection_expression("$request.body.action")
+        .send()
+        .await
+        .unwrap();
+    let id = created.api_id().unwrap();
+    api.create_stage().api_id(id).stage_name("live").send().await.unwrap();
+
+    // No routes, nothing to deploy (as API Gateway says).
+    let err = api.create_deployment().api_id(id).stage_name("live").send().await.unwrap_err();
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(400));
+    assert!(format!("{err:?}").contains("no routes exist in this API"), "{err:?}");
+
+    api.create_route().api_id(id).route_key("$default").send().await.unwrap();
+    let first = api.create_deployment().api_id(id).stage_name("live").description("one").send().await.unwrap();
+    assert_eq!(first.deployment_status().map(|s| s.as_str()), Some("DEPLOYED"));
+    let first_id = first.deployment_id().unwrap().to_string();
+    let stage = api.get_stage().api_id(id).stage_name("live").send().await.unwrap();
+    assert_eq!(stage.deployment_id(), Some(first_id.as_str()), "stageName attaches the deployment");
+
+    let second = api.create_deployment().api_id(id).description("two").send().await.unwrap();
+    let second_id = second.deployment_id().unwrap().to_string();
+    let stage = api.get_stage().api_id(id).stage_name("live").send().await.unwrap();
+    assert_eq!(stage.deployment_id(), Some(first_id.as_str()), "without stageName the stage keeps its deployment");
+    let listed = api.get_deployments().api_id(id).send().await.unwrap();
+    assert_eq!(listed.items().len(), 2);
+    let got = api.get_deployment().api_id(id).deployment_id(&second_id).send().await.unwrap();
+    assert_eq!(got.description(), Some("two"));
+
+    let updated = api.update_stage().api_id(id).stage_name("live").deployment_id(&second_id).send().await.unwrap();
+    assert_eq!(updated.deployment_id(), Some(second_id.as_str()));
+    let err = api.update_stage().api_id(id).stage_name("live").deployment_id("nope00").send().await.unwrap_err();
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(404));
+    let err = api.delete_deployment().api_id(id).deployment_id(&second_id).send().await.unwrap_err();
+    assert!(format!("{err:?}").contains("Active stages pointing to this deployment"), "{err:?}");
+    api.delete_deployment().api_id(id).deployment_id(&first_id).send().await.unwrap();
+    assert_eq!(api.get_deployments().api_id(id).send().await.unwrap().items().len(), 1);
+}

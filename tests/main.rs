@@ -8,3 +8,4 @@ mod emulator;
 mod events;
 mod provider;
 mod spec;
+mod websocket;

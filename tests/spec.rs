@@ -190,7 +190,7 @@ fn unknown_top_level_key_lists_the_expected_ones() {
     assert_eq!(
         d.hint.as_deref(),
         Some(
-            "expected one of `stack`, `region`, `vars`, `stages`, `defaults`, `queues`, `tables`, `buses`, `functions`"
+            "expected one of `stack`, `region`, `vars`, `stages`, `defaults`, `queues`, `tables`, `buses`, `websockets`, `functions`"
         )
     );
 }
@@ -680,4 +680,76 @@ fn event_sources_and_table_grants_are_least_privilege() {
     assert!(statements.iter().all(|s| s["Sid"] != "WriteTables"), "read access grants no writes");
     let sids: Vec<&str> = statements.iter().map(|s| s["Sid"].as_str().unwrap()).collect();
     assert_eq!(sids, vec!["Logs", "SendToQueues", "ConsumeQueues", "ReadTableStreams", "ReadTables"]);
+}
+
+fn chat(routes: &str) -> String {
+    format!(
+        "stack: chat\ndefaults: {{ runtime: python3.12, code: ./src }}\nwebsockets:\n  chat:\n    connections_table: true\n    routes:\n{routes}functions:\n  connect: {{ handler: app.connect }}\n  send:\n    handler: app.send\n    access: {{ websockets: {{ chat: manage_connections }} }}\n"
+    )
+}
+
+#[test]
+fn reserved_route_keys_must_be_known() {
+    let d = fixture().error(&chat("      $connect: connect\n      $conect: send\n"));
+    check(
+        &d,
+        "`$conect` is not a route API Gateway knows",
+        8,
+        7,
+        Some("websocket.chat"),
+        "did you mean `$connect`? Keys starting with `$` are reserved for $connect, $disconnect and $default",
+    );
+    let d = fixture().error(&chat("      $connect: connect\n      send message: send\n"));
+    assert_eq!(d.message, "invalid route key `send message`");
+}
+
+#[test]
+fn duplicate_route_keys_are_rejected() {
+    let d = fixture().error(&chat("      $connect: connect\n      sendMessage: send\n      $connect: send\n"));
+    check(&d, "duplicate key `$connect`", 9, 7, None, "it is first defined at line 7, column 7");
+}
+
+#[test]
+fn routes_name_functions_of_the_stack() {
+    let d = fixture().error(&chat("      $connect: conect\n"));
+    check(&d, "unknown function `conect`", 7, 17, Some("websocket.chat"), "did you mean `connect`?");
+}
+
+#[test]
+fn route_selection_must_read_the_body() {
+    let d = fixture().error(
+        &chat("      $connect: connect\n")
+            .replace("    connections_table", "    route_selection: $request.header.x\n    connections_table"),
+    );
+    assert_eq!(d.message, "`$request.header.x` is not a WebSocket route selection expression");
+}
+
+#[test]
+fn websocket_roles_manage_only_their_connections_and_share_the_table() {
+    let f = fixture();
+    let l = f.load(&chat("      $connect: connect\n      sendMessage: send\n")).unwrap();
+    assert!(l.spec.tables.contains_key("chat-connections"), "connections_table: true adds the table");
+    let g = slx::graph::build(&l, &Default::default()).unwrap();
+    let mut facts =
+        slx::graph::Facts { account: "123456789012".into(), region: "eu-west-1".into(), outputs: Default::default() };
+    facts.outputs.insert("websocket.chat".into(), [("id".to_string(), "abc123".to_string())].into());
+    let (send_role, unknown) = g.resolve(&g.get("role.send").unwrap().config, &facts);
+    assert!(!unknown);
+    let statements = send_role["policy"]["Statement"].as_array().unwrap();
+    let manage = statements.iter().find(|s| s["Sid"] == "ManageConnections").unwrap();
+    assert_eq!(manage["Action"], serde_json::json!(["execute-api:ManageConnections"]));
+    assert_eq!(
+        manage["Resource"],
+        serde_json::json!(["arn:aws:execute-api:eu-west-1:123456789012:abc123/dev/POST/@connections/*"])
+    );
+    let (connect_role, _) = g.resolve(&g.get("role.connect").unwrap().config, &facts);
+    let connect_statements = connect_role["policy"]["Statement"].as_array().unwrap();
+    assert!(connect_statements.iter().all(|s| s["Sid"] != "ManageConnections"), "only granted where asked");
+    let write = connect_statements.iter().find(|s| s["Sid"] == "WriteTables").unwrap();
+    assert_eq!(write["Resource"][0], "arn:aws:dynamodb:eu-west-1:123456789012:table/chat-dev-chat-connections");
+    let (connect_fn, _) = g.resolve(&g.get("function.connect").unwrap().config, &facts);
+    assert_eq!(connect_fn["environment"]["CONNECTIONS_TABLE"], "chat-dev-chat-connections");
+    let (route, _) = g.resolve(&g.get("route.chat.$connect").unwrap().config, &facts);
+    assert_eq!(route["permission"]["source_arn"], "arn:aws:execute-api:eu-west-1:123456789012:abc123/*/$connect");
+    assert_eq!(route["permission"]["principal"], "apigateway.amazonaws.com");
 }
