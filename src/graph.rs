@@ -207,6 +207,17 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// How callers invoke `function`: through its alias when it has one, so
+    /// moving the alias moves all traffic. Returns the ARN template, the alias,
+    /// and the address callers must wait for.
+    fn invoke_target(&self, function: &str) -> (String, Option<String>, String) {
+        let arn = format!("${{functions.{function}.arn}}");
+        match self.l.function(function).alias {
+            Some(a) => (format!("{arn}:{}", a.name), Some(a.name.clone()), format!("alias.{function}.{}", a.name)),
+            None => (arn, None, format!("function.{function}")),
+        }
+    }
+
     fn tags(&self, address: &str, user: &Tags) -> Tags {
         let mut t = user.clone();
         t.extend(
@@ -521,8 +532,49 @@ pub fn build(l: &Loaded, packages: &HashMap<PathBuf, Arc<Package>>) -> Result<Gr
             async_config,
             tags,
         };
-        b.add(Kind::Function, name, physical, serde_json::to_value(config).unwrap(), fn_deps, spec_path);
+        b.add(
+            Kind::Function,
+            name,
+            physical.clone(),
+            serde_json::to_value(config).unwrap(),
+            fn_deps,
+            spec_path.clone(),
+        );
         b.resources.last_mut().unwrap().package = package;
+        if let Some(a) = &f.alias {
+            let rollout = a.deployment.as_ref();
+            let strategy = rollout.map_or(crate::rollout::Strategy::AllAtOnce, |d| d.strategy);
+            let steps = crate::rollout::schedule(
+                strategy,
+                rollout.map_or(&[][..], |d| &d.steps),
+                rollout.and_then(|d| d.interval).map_or(300, |i| i.0),
+            );
+            let config = AliasConfig {
+                function: physical.clone(),
+                name: a.name.clone(),
+                description: a.description.clone().unwrap_or_default(),
+                current: true,
+                routing: None,
+                provisioned_concurrency: a.provisioned_concurrency,
+                tags: b.tags(&format!("alias.{name}.{}", a.name), &Tags::new()),
+                rollout: Some(RolloutConfig {
+                    steps,
+                    alarms: rollout.map(|d| d.alarms.clone()).unwrap_or_default(),
+                    keep_versions: a.keep_versions.unwrap_or(5),
+                }),
+            };
+            let deps = [format!("function.{name}")].into();
+            let key = format!("{name}.{}", a.name);
+            b.add(
+                Kind::Alias,
+                &key,
+                format!("{physical}:{}", a.name),
+                serde_json::to_value(config).unwrap(),
+                deps,
+                spec_path,
+            );
+            b.resources.last_mut().unwrap().triggers = vec![format!("function.{name}")];
+        }
     }
     for (name, ws) in &spec.websockets {
         add_websocket(&mut b, name, ws);
@@ -561,15 +613,20 @@ fn add_event(
     // `event_source.f.sqs.q` → key `f.sqs.q` under the kind prefix.
     let key = address.split_once('.').map_or(address.clone(), |(_, rest)| rest.to_string());
     let spec_path = format!("functions.{function}");
-    let mut deps: BTreeSet<String> = [format!("function.{function}")].into();
+    let (target_arn, qualifier, target_address) = b.invoke_target(function);
+    let mut deps: BTreeSet<String> = [format!("function.{function}"), target_address].into();
     let tags = b.tags(&address, &Default::default());
+    let invoked = match &qualifier {
+        Some(q) => format!("{fn_physical}:{q}"),
+        None => fn_physical.clone(),
+    };
     match event {
         EventSpec::Sqs(s) => {
             let arn = queue_arn(&s.queue);
             g.consume.insert(arn.clone());
             deps.insert(format!("queue.{}", s.queue));
             let config = EventSourceConfig {
-                function: fn_physical.clone(),
+                function: invoked.clone(),
                 source_arn: arn,
                 enabled: s.enabled.unwrap_or(true),
                 batch_size: s.batch_size.unwrap_or(10),
@@ -602,7 +659,7 @@ fn add_event(
                 }
                 (None, None) => return,
             };
-            let config = stream_config(s, fn_physical, source_arn, g, &mut deps, tags);
+            let config = stream_config(s, invoked.clone(), source_arn, g, &mut deps, tags);
             b.add(Kind::EventSource, &key, name, serde_json::to_value(config).unwrap(), deps, spec_path);
         }
         EventSpec::Schedule(_) | EventSpec::Eventbridge(_) => {
@@ -656,7 +713,7 @@ fn add_event(
                 pattern: rule.pattern,
                 enabled: rule.enabled.unwrap_or(true),
                 target: RuleTarget {
-                    arn: format!("${{functions.{function}.arn}}"),
+                    arn: target_arn.clone(),
                     input: rule.input.map(|v| v.to_string()),
                     input_path: rule.input_path,
                     input_transformer: rule
@@ -668,6 +725,7 @@ fn add_event(
                 },
                 permission: Permission {
                     function: fn_physical.clone(),
+                    qualifier: qualifier.clone(),
                     statement_id: format!("slx-{rule_name}"),
                     principal: "events.amazonaws.com".to_string(),
                     source_arn: arn,
@@ -702,18 +760,19 @@ fn add_websocket(b: &mut Builder, name: &str, ws: &crate::spec::WebsocketSpec) {
     );
     let api_id = format!("${{websockets.{name}.id}}");
     let stage_name = ws.stage.clone().unwrap_or_else(|| l.stage.clone());
+    let functions: BTreeSet<&String> = ws.routes.values().collect();
+    // How each route function is invoked: through its alias when it has one.
+    let targets: BTreeMap<&str, (String, Option<String>, String)> =
+        functions.iter().map(|f| (f.as_str(), b.invoke_target(f))).collect();
     let uri = |f: &str| {
-        format!(
-            "arn:aws:apigateway:${{aws:region}}:lambda:path/2015-03-31/functions/${{functions.{f}.arn}}/invocations"
-        )
+        format!("arn:aws:apigateway:${{aws:region}}:lambda:path/2015-03-31/functions/{}/invocations", targets[f].0)
     };
     let api_dep = || BTreeSet::from([address.clone()]);
-    let functions: BTreeSet<&String> = ws.routes.values().collect();
     for f in &functions {
         let key = format!("{name}.{f}");
         let tags = b.tags(&format!("integration.{key}"), &Tags::new());
         let config = IntegrationConfig { api_id: api_id.clone(), uri: uri(f), tags };
-        let deps = api_dep().into_iter().chain([format!("function.{f}")]).collect();
+        let deps = api_dep().into_iter().chain([format!("function.{f}"), targets[f.as_str()].2.clone()]).collect();
         let physical = format!("{api}|{}", l.physical_name(f));
         b.add(Kind::Integration, &key, physical, serde_json::to_value(config).unwrap(), deps, spec_path.clone());
     }
@@ -726,6 +785,7 @@ fn add_websocket(b: &mut Builder, name: &str, ws: &crate::spec::WebsocketSpec) {
             integration_uri: uri(f),
             permission: Permission {
                 function: l.physical_name(f),
+                qualifier: targets[f.as_str()].1.clone(),
                 statement_id: format!("slx-{api}-{sid}"),
                 principal: "apigateway.amazonaws.com".to_string(),
                 source_arn: format!("arn:aws:execute-api:{ACCOUNT_REGION}:{api_id}/*/{route_key}"),

@@ -14,4 +14,5 @@ pub mod plan;
 pub mod provider;
 pub mod render;
 pub mod resource;
+pub mod rollout;
 pub mod spec;

@@ -46,8 +46,9 @@ pub async fn read(provider: Arc<dyn Provider>, graph: &Graph) -> Result<LiveStat
     let mut tasks = tokio::task::JoinSet::new();
     for r in &graph.resources {
         let listed = listings.get(&r.kind).and_then(|m| m.get(&r.name)).cloned();
-        // Roles are listed by path; a same-named role elsewhere must still be found.
-        if listed.is_none() && r.kind != Kind::Role {
+        // Roles are listed by path, so a same-named role elsewhere must still be
+        // found; aliases are read by name (listing them costs a call per function).
+        if listed.is_none() && !matches!(r.kind, Kind::Role | Kind::Alias) {
             continue;
         }
         let (p, sem, kind, name, address) = (provider.clone(), sem.clone(), r.kind, r.name.clone(), r.address.clone());

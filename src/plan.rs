@@ -137,7 +137,8 @@ fn forces_replacement(kind: Kind, field: &str) -> bool {
 fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
     match v {
         Value::Object(m) if !m.is_empty() || prefix.is_empty() => {
-            for (k, v) in m {
+            // `_`-keys steer apply (a rollout schedule); they are not state.
+            for (k, v) in m.iter().filter(|(k, _)| !(prefix.is_empty() && k.starts_with('_'))) {
                 let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
                 flatten(&p, v, out);
             }
@@ -291,25 +292,31 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
     })
 }
 
+/// A trigger ending in `.` matches every address under it; others match exactly.
+fn trigger_matches(trigger: &str, address: &str) -> bool {
+    if trigger.ends_with('.') { address.starts_with(trigger) } else { address == trigger }
+}
+
 /// Re-applies resources whose `triggers` match a change in this plan.
 fn apply_triggers(graph: &Graph, actions: &mut [Action]) {
     let changed: Vec<String> = actions.iter().filter(|a| a.action != Change::NoOp).map(|a| a.address.clone()).collect();
     for a in actions.iter_mut().filter(|a| a.action != Change::Delete) {
         let Some(r) = graph.get(&a.address) else { continue };
         let causes: Vec<String> =
-            changed.iter().filter(|c| r.triggers.iter().any(|t| c.starts_with(t.as_str()))).cloned().collect();
+            changed.iter().filter(|c| r.triggers.iter().any(|t| trigger_matches(t, c))).cloned().collect();
         if causes.is_empty() {
             continue;
         }
         if a.action == Change::NoOp {
             a.action = Change::Update;
             a.fields.push(FieldDiff {
-                field: "redeploy".to_string(),
+                field: if a.kind == Kind::Alias { "release" } else { "redeploy" }.to_string(),
                 before: Value::Null,
                 after: Value::String(format!("after changes to {}", causes.join(", "))),
                 forces_replacement: false,
             });
-            a.calls = planned_calls(a.kind, "update", &["redeploy".to_string()]);
+            let field = a.fields.last().map(|f| f.field.clone()).unwrap_or_default();
+            a.calls = planned_calls(a.kind, "update", &[field]);
         }
         a.triggered_by = causes;
     }

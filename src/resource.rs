@@ -29,10 +29,11 @@ pub enum Kind {
     Route,
     Stage,
     Deployment,
+    Alias,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Queue,
         Kind::Table,
         Kind::Bus,
@@ -46,6 +47,7 @@ impl Kind {
         Kind::Route,
         Kind::Stage,
         Kind::Deployment,
+        Kind::Alias,
     ];
 
     /// The first segment of this kind's addresses.
@@ -64,6 +66,7 @@ impl Kind {
             Kind::Route => "route",
             Kind::Stage => "stage",
             Kind::Deployment => "deployment",
+            Kind::Alias => "alias",
         }
     }
 
@@ -71,6 +74,7 @@ impl Kind {
     pub fn delete_rank(self) -> u8 {
         match self {
             Kind::Rule | Kind::EventSource | Kind::Route | Kind::Deployment => 0,
+            Kind::Alias => 1,
             Kind::Function | Kind::Integration | Kind::Stage => 1,
             Kind::LogGroup => 2,
             Kind::Role => 3,
@@ -258,6 +262,9 @@ pub struct InputTransformer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Permission {
     pub function: String,
+    /// The alias the statement is on, when the function has one.
+    #[serde(default)]
+    pub qualifier: Option<String>,
     pub statement_id: String,
     pub principal: String,
     pub source_arn: String,
@@ -319,6 +326,31 @@ pub struct DeploymentConfig {
     pub stage_name: String,
     pub fingerprint: String,
     pub tags: Tags,
+}
+
+/// A function alias. `current` says whether the alias serves what the
+/// function is now (its version matches `$LATEST`); keys starting with `_`
+/// steer apply and are not compared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AliasConfig {
+    pub function: String,
+    pub name: String,
+    pub description: String,
+    pub current: bool,
+    /// Traffic on a second version (version → weight), mid-rollout only.
+    pub routing: Option<BTreeMap<String, f64>>,
+    pub provisioned_concurrency: Option<u32>,
+    /// Aliases cannot be tagged: these are the function's ownership tags.
+    pub tags: Tags,
+    #[serde(rename = "_rollout", default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutConfig {
+    pub steps: Vec<crate::rollout::Step>,
+    pub alarms: Vec<String>,
+    pub keep_versions: u32,
 }
 
 /// Values other resources may reference once a resource exists (`url`, `arn`).

@@ -76,13 +76,14 @@ fn ws_name(api: &Api) -> Option<String> {
     api_tags(api).get(TAG_ADDRESS)?.strip_prefix("websocket.").map(String::from)
 }
 
-/// The function named in an integration URI (`.../functions/{arn}/invocations`).
-fn uri_function(uri: &str) -> String {
-    uri.split("/functions/")
-        .nth(1)
-        .and_then(|r| r.split("/invocations").next())
-        .map_or("", |arn| arn.rsplit(':').next().unwrap_or(arn))
-        .to_string()
+/// The function (and alias) an integration URI invokes (`.../functions/{arn}/invocations`).
+fn uri_function(uri: &str) -> (String, Option<String>) {
+    let arn = uri.split("/functions/").nth(1).and_then(|r| r.split("/invocations").next()).unwrap_or_default();
+    let invoked = lambda::invoked(arn);
+    match invoked.split_once(':') {
+        Some((f, q)) => (f.to_string(), Some(q.to_string())),
+        None => (invoked.to_string(), None),
+    }
 }
 
 pub(super) async fn list(
@@ -121,7 +122,7 @@ pub(super) async fn list(
                     .collect();
                 if kind == Kind::Integration {
                     for (iid, uri) in &uris {
-                        let function = uri_function(uri);
+                        let (function, _) = uri_function(uri);
                         let short = function.strip_prefix(prefix).unwrap_or(&function);
                         let tags = inherited(&api, format!("integration.{ws}.{short}"));
                         let config = json!({ "api_id": id, "uri": uri, "tags": tags });
@@ -139,13 +140,13 @@ pub(super) async fn list(
                         .and_then(|i| uris.get(i))
                         .cloned()
                         .unwrap_or_default();
-                    let function = uri_function(&uri);
+                    let (function, qualifier) = uri_function(&uri);
                     let sid: String = key.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
                     let sid = format!("slx-{name}-{sid}");
                     let permission = if function.is_empty() {
                         None
                     } else {
-                        lambda::read_permission(lambda_client, &function, &sid)
+                        lambda::read_permission(lambda_client, &function, qualifier.as_deref(), &sid)
                             .await?
                             .map(|p| serde_json::to_value(p).unwrap())
                     };
@@ -397,7 +398,8 @@ pub(super) async fn update(
             }
             if has("permission") {
                 if let Some(old) = prior.config["permission"]["function"].as_str() {
-                    lambda::remove_permission(lambda_client, old, &route.permission.statement_id).await?;
+                    let qualifier = prior.config["permission"]["qualifier"].as_str();
+                    lambda::remove_permission(lambda_client, old, qualifier, &route.permission.statement_id).await?;
                 }
                 lambda::add_permission(lambda_client, &route.permission).await?;
             }
@@ -442,7 +444,8 @@ pub(super) async fn delete(c: &Client, lambda_client: &aws_sdk_lambda::Client, p
             if let (Some(f), Some(sid)) =
                 (prior.config["permission"]["function"].as_str(), prior.config["permission"]["statement_id"].as_str())
             {
-                lambda::remove_permission(lambda_client, f, sid).await?;
+                let qualifier = prior.config["permission"]["qualifier"].as_str();
+                lambda::remove_permission(lambda_client, f, qualifier, sid).await?;
             }
             c.delete_route()
                 .api_id(&api_id)

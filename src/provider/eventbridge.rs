@@ -186,9 +186,11 @@ pub(super) async fn read_rule(
         max_event_age: t.retry_policy().and_then(|r| r.maximum_event_age_in_seconds()).map(|n| n as u64),
         dead_letter: t.dead_letter_config().and_then(|d| d.arn()).map(String::from),
     });
-    let function = target.map(|t| t.arn().rsplit(':').next().unwrap_or_default().to_string());
-    let permission = match &function {
-        Some(f) => lambda::read_permission(lambda, f, &format!("slx-{name}")).await?,
+    let invoked = target.map(|t| lambda::invoked(t.arn()).to_string());
+    let permission = match invoked.as_deref().map(|i| i.split_once(':').map_or((i, None), |(f, q)| (f, Some(q)))) {
+        Some((function, qualifier)) => {
+            lambda::read_permission(lambda, function, qualifier, &format!("slx-{name}")).await?
+        }
         None => None,
     };
     let mut config = json!({
@@ -288,7 +290,8 @@ pub(super) async fn update_rule(
     }
     if has("permission") {
         if let Some(old) = prior.config["permission"]["function"].as_str() {
-            lambda::remove_permission(lambda, old, &rule.permission.statement_id).await?;
+            let qualifier = prior.config["permission"]["qualifier"].as_str();
+            lambda::remove_permission(lambda, old, qualifier, &rule.permission.statement_id).await?;
         }
         lambda::add_permission(lambda, &rule.permission).await?;
     }
@@ -302,7 +305,8 @@ pub(super) async fn update_rule(
 pub(super) async fn delete_rule(c: &Client, lambda: &aws_sdk_lambda::Client, prior: &Live) -> Result<()> {
     let bus = prior.config["bus"].as_str().unwrap_or("default");
     if let Some(function) = prior.config["permission"]["function"].as_str() {
-        lambda::remove_permission(lambda, function, &format!("slx-{}", prior.name)).await?;
+        let qualifier = prior.config["permission"]["qualifier"].as_str();
+        lambda::remove_permission(lambda, function, qualifier, &format!("slx-{}", prior.name)).await?;
     }
     c.remove_targets()
         .rule(&prior.name)

@@ -12,8 +12,9 @@ use anyhow::{Context, Result, bail};
 use aws_sdk_lambda::Client;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{
-    Architecture, DeadLetterConfig, DestinationConfig, Environment, EphemeralStorage, EventSourcePosition, Filter,
-    FilterCriteria, FunctionCode, FunctionResponseType, LastUpdateStatus, OnFailure, Runtime, ScalingConfig, State,
+    AliasRoutingConfiguration, Architecture, DeadLetterConfig, DestinationConfig, Environment, EphemeralStorage,
+    EventSourcePosition, Filter, FilterCriteria, FunctionCode, FunctionConfiguration, FunctionResponseType,
+    LastUpdateStatus, OnFailure, Runtime, ScalingConfig, State,
 };
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -381,7 +382,7 @@ pub(super) async fn delete(c: &Client, prior: &Live) -> Result<()> {
 /// a live mapping is identified by its function and source, so tuning changes
 /// update it in place.
 fn mapping_name(function_arn: &str, source_arn: &str) -> String {
-    let function = function_arn.rsplit(':').next().unwrap_or_default();
+    let function = invoked(function_arn).split(':').next().unwrap_or_default().to_string();
     let source = if source_arn.contains(":sqs:") {
         format!("sqs:{}", source_arn.rsplit(':').next().unwrap_or_default())
     } else if let Some(rest) = source_arn.split(":table/").nth(1) {
@@ -418,7 +419,7 @@ pub(super) async fn list_mappings(c: &Client, prefix: &str) -> Result<Vec<Listed
             let (Some(function), Some(source), Some(uuid)) = (m.function_arn(), m.event_source_arn(), m.uuid()) else {
                 continue;
             };
-            let fn_name = function.rsplit(':').next().unwrap_or_default();
+            let fn_name = invoked(function);
             if !fn_name.starts_with(prefix) {
                 continue;
             }
@@ -571,16 +572,23 @@ pub(super) async fn delete_mapping(c: &Client, prior: &Live) -> Result<()> {
 }
 
 /// The statement `sid` of the function's resource policy, if present.
-pub(super) async fn read_permission(lambda: &Client, function: &str, sid: &str) -> Result<Option<Permission>> {
-    let policy = match lambda.get_policy().function_name(function).send().await {
-        Ok(p) => p.policy().unwrap_or_default().to_string(),
-        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
-        Err(e) => return Err(aws_error("lambda:GetPolicy", &e)),
-    };
+pub(super) async fn read_permission(
+    lambda: &Client,
+    function: &str,
+    qualifier: Option<&str>,
+    sid: &str,
+) -> Result<Option<Permission>> {
+    let policy =
+        match lambda.get_policy().function_name(function).set_qualifier(qualifier.map(String::from)).send().await {
+            Ok(p) => p.policy().unwrap_or_default().to_string(),
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
+            Err(e) => return Err(aws_error("lambda:GetPolicy", &e)),
+        };
     let doc: serde_json::Value = serde_json::from_str(&policy).unwrap_or_default();
     let statement = doc["Statement"].as_array().and_then(|s| s.iter().find(|st| st["Sid"] == sid).cloned());
     Ok(statement.map(|st| Permission {
         function: function.to_string(),
+        qualifier: qualifier.map(String::from),
         statement_id: sid.to_string(),
         principal: st["Principal"]["Service"].as_str().unwrap_or_default().to_string(),
         source_arn: st["Condition"]["ArnLike"]["AWS:SourceArn"].as_str().unwrap_or_default().to_string(),
@@ -595,16 +603,363 @@ pub(super) async fn add_permission(lambda: &Client, p: &Permission) -> Result<()
         .action("lambda:InvokeFunction")
         .principal(&p.principal)
         .source_arn(&p.source_arn)
+        .set_qualifier(p.qualifier.clone())
         .send()
         .await
         .map_err(|e| aws_error("lambda:AddPermission", &e))?;
     Ok(())
 }
 
-pub(super) async fn remove_permission(lambda: &Client, function: &str, sid: &str) -> Result<()> {
-    match lambda.remove_permission().function_name(function).statement_id(sid).send().await {
+pub(super) async fn remove_permission(
+    lambda: &Client,
+    function: &str,
+    qualifier: Option<&str>,
+    sid: &str,
+) -> Result<()> {
+    let call = lambda.remove_permission().function_name(function).statement_id(sid);
+    match call.set_qualifier(qualifier.map(String::from)).send().await {
         Ok(_) => Ok(()),
         Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
         Err(e) => Err(aws_error("lambda:RemovePermission", &e)),
+    }
+}
+
+/// What a function ARN invokes: `name`, or `name:alias` for a qualified ARN.
+pub(super) fn invoked(function_arn: &str) -> &str {
+    function_arn.split(":function:").nth(1).unwrap_or(function_arn)
+}
+
+pub(super) fn alias_update_calls(changed: &[String]) -> Vec<&'static str> {
+    let mut calls = vec!["lambda:PublishVersion", "lambda:UpdateAlias"];
+    if changed.iter().any(|c| c == "provisioned_concurrency") {
+        calls.push("lambda:PutProvisionedConcurrencyConfig");
+    }
+    calls.extend(["cloudwatch:DescribeAlarms", "lambda:ListVersionsByFunction", "lambda:DeleteFunction"]);
+    calls
+}
+
+/// `function:alias` → (`function`, `alias`).
+fn split_alias(name: &str) -> (&str, &str) {
+    name.rsplit_once(':').unwrap_or((name, ""))
+}
+
+/// Two configurations make the same release when code and settings match.
+fn same_release(a: &FunctionConfiguration, b: &FunctionConfiguration) -> bool {
+    let env = |f: &FunctionConfiguration| f.environment().and_then(|e| e.variables()).cloned().unwrap_or_default();
+    let layers =
+        |f: &FunctionConfiguration| f.layers().iter().filter_map(|l| l.arn().map(String::from)).collect::<Vec<_>>();
+    a.code_sha256() == b.code_sha256()
+        && a.handler() == b.handler()
+        && a.runtime() == b.runtime()
+        && a.memory_size() == b.memory_size()
+        && a.timeout() == b.timeout()
+        && a.role() == b.role()
+        && env(a) == env(b)
+        && layers(a) == layers(b)
+        && a.ephemeral_storage().map(|e| e.size()) == b.ephemeral_storage().map(|e| e.size())
+        && a.architectures() == b.architectures()
+}
+
+async fn configuration(c: &Client, function: &str, qualifier: Option<&str>) -> Result<FunctionConfiguration> {
+    let out = c
+        .get_function_configuration()
+        .function_name(function)
+        .set_qualifier(qualifier.map(String::from))
+        .send()
+        .await
+        .map_err(|e| aws_error("lambda:GetFunctionConfiguration", &e))?;
+    Ok(FunctionConfiguration::builder()
+        .set_code_sha256(out.code_sha256().map(String::from))
+        .set_handler(out.handler().map(String::from))
+        .set_runtime(out.runtime().cloned())
+        .set_memory_size(out.memory_size())
+        .set_timeout(out.timeout())
+        .set_role(out.role().map(String::from))
+        .set_environment(out.environment().cloned())
+        .set_layers(Some(out.layers().to_vec()))
+        .set_ephemeral_storage(out.ephemeral_storage().cloned())
+        .set_architectures(Some(out.architectures().to_vec()))
+        .build())
+}
+
+pub(super) async fn read_alias(c: &Client, name: &str) -> Result<Option<Live>> {
+    let (function, alias) = split_alias(name);
+    let a = match c.get_alias().function_name(function).name(alias).send().await {
+        Ok(a) => a,
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
+        Err(e) => return Err(aws_error("lambda:GetAlias", &e)),
+    };
+    let primary = a.function_version().unwrap_or_default().to_string();
+    let routing = a
+        .routing_config()
+        .and_then(|r| r.additional_version_weights())
+        .filter(|m| !m.is_empty())
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect::<std::collections::BTreeMap<_, _>>());
+    let current =
+        same_release(&configuration(c, function, None).await?, &configuration(c, function, Some(&primary)).await?);
+    let pc = match c.get_provisioned_concurrency_config().function_name(function).qualifier(alias).send().await {
+        Ok(p) => p.requested_provisioned_concurrent_executions().map(|n| n as u32),
+        Err(e) if error_code(&e).is_some_and(|c| c.contains("NotFound")) => None,
+        Err(e) => return Err(aws_error("lambda:GetProvisionedConcurrencyConfig", &e)),
+    };
+    // The alias belongs to whoever owns its function.
+    let function_arn = a.alias_arn().unwrap_or_default().rsplit_once(':').map_or("", |(f, _)| f).to_string();
+    let function_tags: crate::resource::Tags = c
+        .list_tags()
+        .resource(&function_arn)
+        .send()
+        .await
+        .map_err(|e| aws_error("lambda:ListTags", &e))?
+        .tags()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let tags = crate::resource::Owner::from_tags(&function_tags)
+        .map(|o| {
+            let short = o.address.strip_prefix("function.").unwrap_or(&o.address).to_string();
+            crate::resource::Owner { address: format!("alias.{short}.{alias}"), ..o }.tags()
+        })
+        .unwrap_or_default();
+    let config = crate::resource::AliasConfig {
+        function: function.to_string(),
+        name: alias.to_string(),
+        description: a.description().unwrap_or_default().to_string(),
+        current,
+        routing,
+        provisioned_concurrency: pc,
+        tags,
+        rollout: None,
+    };
+    let outputs = Outputs::from([
+        ("arn".to_string(), a.alias_arn().unwrap_or_default().to_string()),
+        ("version".to_string(), primary),
+    ]);
+    Ok(Some(Live {
+        kind: Kind::Alias,
+        name: name.to_string(),
+        config: serde_json::to_value(config)?,
+        outputs,
+        data: None,
+    }))
+}
+
+/// Publishes `$LATEST`; Lambda returns the newest version when nothing changed.
+async fn publish(c: &Client, function: &str) -> Result<String> {
+    let out = mutate(c, function, || c.publish_version().function_name(function).send())
+        .await
+        .map_err(|e| aws_error("lambda:PublishVersion", &e))?;
+    out.version().map(String::from).context("lambda:PublishVersion returned no version")
+}
+
+/// Points the alias at `version`, with `weight` of traffic on a second version.
+pub(super) async fn route_alias(
+    c: &Client,
+    function: &str,
+    alias: &str,
+    version: &str,
+    second: Option<(&str, f64)>,
+) -> Result<()> {
+    let routing = AliasRoutingConfiguration::builder()
+        .set_additional_version_weights(Some(second.map(|(v, w)| [(v.to_string(), w)].into()).unwrap_or_default()))
+        .build();
+    c.update_alias()
+        .function_name(function)
+        .name(alias)
+        .function_version(version)
+        .routing_config(routing)
+        .send()
+        .await
+        .map_err(|e| aws_error("lambda:UpdateAlias", &e))?;
+    Ok(())
+}
+
+/// The first of `alarms` in ALARM, if any; all must exist.
+async fn firing(cw: &aws_sdk_cloudwatch::Client, alarms: &[String]) -> Result<Option<String>> {
+    let out = cw
+        .describe_alarms()
+        .set_alarm_names(Some(alarms.to_vec()))
+        .send()
+        .await
+        .map_err(|e| aws_error("cloudwatch:DescribeAlarms", &e))?;
+    let found: Vec<&aws_sdk_cloudwatch::types::MetricAlarm> = out.metric_alarms().iter().collect();
+    if let Some(missing) = alarms.iter().find(|a| !found.iter().any(|f| f.alarm_name() == Some(a.as_str()))) {
+        bail!(
+            "alarm `{missing}` does not exist\nhint: create it in CloudWatch, or fix the name under alias.deployment.alarms"
+        );
+    }
+    Ok(found
+        .iter()
+        .find(|a| a.state_value() == Some(&aws_sdk_cloudwatch::types::StateValue::Alarm))
+        .and_then(|a| a.alarm_name())
+        .map(String::from))
+}
+
+/// Holds a step for `seconds`, watching the alarms; returns the first to fire.
+async fn hold(cw: &aws_sdk_cloudwatch::Client, alarms: &[String], seconds: u64) -> Result<Option<String>> {
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let poll = if seconds <= 60 { Duration::from_secs(1) } else { Duration::from_secs(10) };
+    loop {
+        if !alarms.is_empty()
+            && let Some(a) = firing(cw, alarms).await?
+        {
+            return Ok(Some(a));
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        tokio::time::sleep(left.min(poll)).await;
+    }
+}
+
+async fn set_provisioned(c: &Client, function: &str, alias: &str, n: Option<u32>) -> Result<()> {
+    match n {
+        Some(n) => {
+            c.put_provisioned_concurrency_config()
+                .function_name(function)
+                .qualifier(alias)
+                .provisioned_concurrent_executions(n as i32)
+                .send()
+                .await
+                .map_err(|e| aws_error("lambda:PutProvisionedConcurrencyConfig", &e))?;
+        }
+        None => {
+            c.delete_provisioned_concurrency_config()
+                .function_name(function)
+                .qualifier(alias)
+                .send()
+                .await
+                .map_err(|e| aws_error("lambda:DeleteProvisionedConcurrencyConfig", &e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes old published versions no alias uses, keeping the newest `keep`.
+async fn prune_versions(c: &Client, function: &str, keep: u32) -> Result<()> {
+    let mut published = Vec::new();
+    let mut marker = None;
+    loop {
+        let page = c
+            .list_versions_by_function()
+            .function_name(function)
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(|e| aws_error("lambda:ListVersionsByFunction", &e))?;
+        published.extend(page.versions().iter().filter_map(|v| v.version()?.parse::<u64>().ok()));
+        marker = page.next_marker().map(String::from);
+        if marker.is_none() {
+            break;
+        }
+    }
+    let aliases =
+        c.list_aliases().function_name(function).send().await.map_err(|e| aws_error("lambda:ListAliases", &e))?;
+    let mut used = std::collections::BTreeSet::new();
+    for a in aliases.aliases() {
+        used.extend(a.function_version().and_then(|v| v.parse::<u64>().ok()));
+        let weights = a.routing_config().and_then(|r| r.additional_version_weights());
+        used.extend(weights.into_iter().flat_map(|m| m.keys()).filter_map(|v| v.parse::<u64>().ok()));
+    }
+    for v in crate::rollout::prune(&published, keep as usize, &used) {
+        c.delete_function()
+            .function_name(function)
+            .qualifier(v.to_string())
+            .send()
+            .await
+            .map_err(|e| aws_error("lambda:DeleteFunction", &e))?;
+    }
+    Ok(())
+}
+
+pub(super) async fn create_alias(c: &Client, r: Desired<'_>) -> Result<Outputs> {
+    let a: crate::resource::AliasConfig = config_of(&r)?;
+    let version = publish(c, &a.function).await?;
+    let out = c
+        .create_alias()
+        .function_name(&a.function)
+        .name(&a.name)
+        .function_version(&version)
+        .description(&a.description)
+        .send()
+        .await
+        .map_err(|e| aws_error("lambda:CreateAlias", &e))?;
+    if a.provisioned_concurrency.is_some() {
+        set_provisioned(c, &a.function, &a.name, a.provisioned_concurrency).await?;
+    }
+    if let Some(rollout) = &a.rollout {
+        prune_versions(c, &a.function, rollout.keep_versions).await?;
+    }
+    Ok(Outputs::from([
+        ("arn".to_string(), out.alias_arn().unwrap_or_default().to_string()),
+        ("version".to_string(), version),
+    ]))
+}
+
+/// Releases `$LATEST` through the alias: publish, then shift traffic step by
+/// step while watching the alarms; an alarm puts all traffic back on the
+/// previous version and fails the step, naming the alarm.
+pub(super) async fn update_alias(
+    c: &Client,
+    cw: &aws_sdk_cloudwatch::Client,
+    r: Desired<'_>,
+    prior: &Live,
+    changed: &[String],
+) -> Result<Outputs> {
+    let a: crate::resource::AliasConfig = config_of(&r)?;
+    let rollout = a.rollout.clone().unwrap_or(crate::resource::RolloutConfig {
+        steps: crate::rollout::schedule(crate::rollout::Strategy::AllAtOnce, &[], 0),
+        alarms: Vec::new(),
+        keep_versions: 5,
+    });
+    let live = c
+        .get_alias()
+        .function_name(&a.function)
+        .name(&a.name)
+        .send()
+        .await
+        .map_err(|e| aws_error("lambda:GetAlias", &e))?;
+    let previous = live.function_version().unwrap_or_default().to_string();
+    let new = publish(c, &a.function).await?;
+    if !rollout.alarms.is_empty() {
+        // Fails early when an alarm is missing, before any traffic moves.
+        firing(cw, &rollout.alarms).await?;
+    }
+    if new != previous {
+        for step in rollout.steps.iter().filter(|s| s.weight < 100) {
+            route_alias(c, &a.function, &a.name, &previous, Some((&new, f64::from(step.weight) / 100.0))).await?;
+            eprintln!("{}: {}% on version {new} for {}s", r.address, step.weight, step.hold);
+            if let Some(alarm) = hold(cw, &rollout.alarms, step.hold).await? {
+                route_alias(c, &a.function, &a.name, &previous, None).await?;
+                bail!("rolled back {} to version {previous}: alarm `{alarm}` is in ALARM", r.address);
+            }
+        }
+    }
+    route_alias(c, &a.function, &a.name, &new, None).await?;
+    if changed.iter().any(|f| f == "description") {
+        c.update_alias()
+            .function_name(&a.function)
+            .name(&a.name)
+            .description(&a.description)
+            .send()
+            .await
+            .map_err(|e| aws_error("lambda:UpdateAlias", &e))?;
+    }
+    if changed.iter().any(|f| f == "provisioned_concurrency") {
+        set_provisioned(c, &a.function, &a.name, a.provisioned_concurrency).await?;
+    }
+    prune_versions(c, &a.function, rollout.keep_versions).await?;
+    let mut outputs = prior.outputs.clone();
+    outputs.insert("version".to_string(), new);
+    Ok(outputs)
+}
+
+pub(super) async fn delete_alias(c: &Client, prior: &Live) -> Result<()> {
+    let (function, alias) = split_alias(&prior.name);
+    match c.delete_alias().function_name(function).name(alias).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
+        Err(e) => Err(aws_error("lambda:DeleteAlias", &e)),
     }
 }

@@ -110,6 +110,11 @@ pub fn planned_calls(kind: Kind, action: &str, changed: &[String]) -> Vec<String
         (Kind::Route, "delete") => vec!["lambda:RemovePermission", "apigateway:DeleteRoute"],
         (Kind::Stage, "delete") => vec!["apigateway:DeleteStage"],
         (Kind::Deployment, "delete") => vec![],
+        (Kind::Alias, "create") => {
+            vec!["lambda:PublishVersion", "lambda:CreateAlias", "lambda:PutProvisionedConcurrencyConfig"]
+        }
+        (Kind::Alias, "delete") => vec!["lambda:DeleteAlias"],
+        (Kind::Alias, _) => lambda::alias_update_calls(changed),
         (k @ (Kind::WebSocket | Kind::Integration | Kind::Route | Kind::Stage | Kind::Deployment), _) => {
             apigateway::update_calls(k, changed)
         }
@@ -133,6 +138,7 @@ pub struct Aws {
     logs: aws_sdk_cloudwatchlogs::Client,
     dynamodb: aws_sdk_dynamodb::Client,
     apigateway: aws_sdk_apigatewayv2::Client,
+    cloudwatch: aws_sdk_cloudwatch::Client,
     events: aws_sdk_eventbridge::Client,
     sts: aws_sdk_sts::Client,
     region: String,
@@ -166,6 +172,7 @@ impl Aws {
             logs: aws_sdk_cloudwatchlogs::Client::new(config),
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             apigateway: aws_sdk_apigatewayv2::Client::new(config),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(config),
             events: aws_sdk_eventbridge::Client::new(config),
             sts: aws_sdk_sts::Client::new(config),
             region,
@@ -201,6 +208,8 @@ impl Provider for Aws {
             k @ (Kind::WebSocket | Kind::Integration | Kind::Route | Kind::Stage | Kind::Deployment) => {
                 apigateway::list(&self.apigateway, &self.lambda, k, prefix).await
             }
+            // Read by name: listing would cost a call per function.
+            Kind::Alias => Ok(Vec::new()),
         }
     }
 
@@ -217,6 +226,7 @@ impl Provider for Aws {
             k @ (Kind::WebSocket | Kind::Integration | Kind::Route | Kind::Stage | Kind::Deployment) => {
                 apigateway::read(k, name, listed)
             }
+            Kind::Alias => lambda::read_alias(&self.lambda, name).await,
         }
     }
 
@@ -233,6 +243,7 @@ impl Provider for Aws {
             Kind::WebSocket | Kind::Integration | Kind::Route | Kind::Stage | Kind::Deployment => {
                 apigateway::create(&self.apigateway, &self.lambda, r).await
             }
+            Kind::Alias => lambda::create_alias(&self.lambda, r).await,
         };
         result.with_context(|| format!("creating {}", r.address))
     }
@@ -250,6 +261,7 @@ impl Provider for Aws {
             Kind::WebSocket | Kind::Integration | Kind::Route | Kind::Stage | Kind::Deployment => {
                 apigateway::update(&self.apigateway, &self.lambda, &self.region, r, prior, changed).await
             }
+            Kind::Alias => lambda::update_alias(&self.lambda, &self.cloudwatch, r, prior, changed).await,
         };
         result.with_context(|| format!("updating {}", r.address))
     }
@@ -267,6 +279,7 @@ impl Provider for Aws {
             Kind::WebSocket | Kind::Integration | Kind::Route | Kind::Stage | Kind::Deployment => {
                 apigateway::delete(&self.apigateway, &self.lambda, prior).await
             }
+            Kind::Alias => lambda::delete_alias(&self.lambda, prior).await,
         }
     }
 }

@@ -163,6 +163,44 @@ pub struct FunctionSpec {
     /// What invokes the function: queues, streams, schedules, event buses.
     #[serde(default)]
     pub events: Vec<EventSpec>,
+    /// A stable name for the released version; event sources, rules and
+    /// WebSocket routes invoke it, so moving it moves all traffic.
+    #[serde(default)]
+    pub alias: Option<AliasSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AliasSpec {
+    /// e.g. `live`.
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Pre-initialised environments kept warm on the alias.
+    #[serde(default)]
+    pub provisioned_concurrency: Option<u32>,
+    /// How each new version takes over traffic.
+    #[serde(default)]
+    pub deployment: Option<RolloutSpec>,
+    /// Published versions kept (default 5); older ones no alias uses are deleted.
+    #[serde(default)]
+    pub keep_versions: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSpec {
+    /// `all_at_once`, `canary` (default steps [10]) or `linear` (default steps of 10 %).
+    pub strategy: crate::rollout::Strategy,
+    /// % of traffic on the new version at each step before 100 %.
+    #[serde(default)]
+    pub steps: Vec<u32>,
+    /// How long each step holds (default 5m).
+    #[serde(default)]
+    pub interval: Option<Duration>,
+    /// CloudWatch alarm names; any in ALARM during the rollout rolls it back.
+    #[serde(default)]
+    pub alarms: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -777,6 +815,7 @@ pub fn merge_function(defaults: &FunctionSpec, f: &FunctionSpec) -> FunctionSpec
         tags,
         // Events belong to one function; validation rejects them under `defaults`.
         events: f.events.clone(),
+        alias: f.alias.clone().or_else(|| defaults.alias.clone()),
     }
 }
 

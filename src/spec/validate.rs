@@ -718,6 +718,61 @@ fn check_function(c: &mut Checker, name: &str, f: &FunctionSpec) {
         }
     }
     check_tags(c, &c.source(name, "tags"), &f.tags);
+    if let Some(a) = &f.alias {
+        let p = c.source(name, "alias");
+        let ok = !a.name.is_empty()
+            && a.name.len() <= 128
+            && !a.name.chars().all(|ch| ch.is_ascii_digit())
+            && a.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
+        if !ok {
+            c.at_value(
+                &format!("{p}.name"),
+                format!("invalid alias name `{}`", a.name),
+                "an alias is letters, digits, `-` and `_`, and not only digits (those are versions)",
+            );
+        }
+        if a.provisioned_concurrency == Some(0) {
+            c.at_value(
+                &format!("{p}.provisioned_concurrency"),
+                "provisioned_concurrency must be at least 1".into(),
+                "remove it to keep none",
+            );
+        }
+        if a.keep_versions == Some(0) {
+            c.at_value(
+                &format!("{p}.keep_versions"),
+                "keep_versions must be at least 1".into(),
+                "the alias's own version is always kept",
+            );
+        }
+        if let Some(d) = &a.deployment {
+            if let Err((m, h)) = crate::rollout::check_steps(d.strategy, &d.steps) {
+                c.at_value(&format!("{p}.deployment.steps"), m, h);
+            }
+            if let Some(i) = d.interval {
+                c.range(
+                    &format!("{p}.deployment.interval"),
+                    i.0,
+                    Limit {
+                        what: "interval",
+                        min: 1,
+                        max: 86_400,
+                        unit: " s",
+                        hint: "each step holds 1 second to 1 day",
+                    },
+                );
+            }
+            for (i, alarm) in d.alarms.iter().enumerate() {
+                if alarm.is_empty() || alarm.len() > 255 {
+                    c.at_value(
+                        &format!("{p}.deployment.alarms.{i}"),
+                        format!("`{alarm}` is not a CloudWatch alarm name"),
+                        "alarm names are 1 to 255 characters",
+                    );
+                }
+            }
+        }
+    }
 }
 
 fn check_events(c: &mut Checker, name: &str, events: &[EventSpec]) {
