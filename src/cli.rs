@@ -8,10 +8,11 @@ use crate::package::{self, Package};
 use crate::plan::{self, Change, Plan};
 use crate::provider::{Aws, AwsOptions, Identity, Provider};
 use crate::render::{self, Format, Style};
+use crate::resource::Kind;
 use crate::spec::{self, Loaded};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -102,6 +103,33 @@ enum Command {
         /// Delete queues that still hold messages when the plan removes or replaces them
         #[arg(long)]
         force: bool,
+        /// Release without watching alarms (to ship the fix for the alarm that is firing)
+        #[arg(long)]
+        skip_alarms: bool,
+        /// Start each rollout at its first step and return; finish with `promote` or `rollback`
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show each alias: the version it serves and any canary
+    Status {
+        #[command(flatten)]
+        spec: SpecArgs,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Finish a rollout: move all traffic to the new version
+    Promote {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Only this function's alias
+        function: Option<String>,
+    },
+    /// Abandon a rollout: move all traffic back to the version the alias served before
+    Rollback {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Only this function's alias
+        function: Option<String>,
     },
     /// Delete everything this stack and stage own
     Destroy {
@@ -184,6 +212,58 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
             print!("{}", spec::json_schema());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Status { spec: s, format } => {
+            let ctx = Session::prepare(&g, &s).await?;
+            let mut rows = Vec::new();
+            for r in ctx.graph.resources.iter().filter(|r| r.kind == Kind::Alias) {
+                let live = ctx.provider.read(Kind::Alias, &r.name, None).await?;
+                let (primary, canary) = match &live {
+                    Some(l) => {
+                        let routing: Option<(String, f64)> = l.config["routing"]
+                            .as_object()
+                            .and_then(|m| m.iter().next())
+                            .map(|(v, w)| (v.clone(), w.as_f64().unwrap_or(0.0)));
+                        (l.outputs.get("version").cloned(), routing)
+                    }
+                    None => (None, None),
+                };
+                rows.push(json!({
+                    "address": r.address,
+                    "alias": r.name,
+                    "primary": primary,
+                    "canary": canary.as_ref().map(|(v, _)| v),
+                    "canary_weight": canary.as_ref().map(|(_, w)| (w * 100.0).round() as u64),
+                    "current": live.as_ref().map(|l| l.config["current"].clone()),
+                }));
+            }
+            match format {
+                Format::Json => {
+                    println!("{}", serde_json::to_string_pretty(&json!({ "format_version": 1, "aliases": rows }))?)
+                }
+                _ => {
+                    for row in &rows {
+                        let serving = match (&row["primary"], &row["canary"]) {
+                            (Value::Null, _) => "not deployed".to_string(),
+                            (p, Value::Null) => format!("version {}", p.as_str().unwrap_or("?")),
+                            (p, c) => format!(
+                                "version {} with {}% on version {}",
+                                p.as_str().unwrap_or("?"),
+                                row["canary_weight"],
+                                c.as_str().unwrap_or("?")
+                            ),
+                        };
+                        println!(
+                            "{}  {}  {serving}",
+                            row["address"].as_str().unwrap_or(""),
+                            row["alias"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Promote { spec: s, function } => move_aliases(&g, &s, function.as_deref(), true).await,
+        Command::Rollback { spec: s, function } => move_aliases(&g, &s, function.as_deref(), false).await,
         Command::Outputs { spec: s, format } => {
             let ctx = Session::prepare(&g, &s).await?;
             let state = live::read(ctx.provider.clone(), &ctx.graph).await?;
@@ -237,8 +317,18 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
             print!("{}", render::plan(&plan, format, style));
             Ok(if detailed_exitcode && plan.has_changes() { ExitCode::from(2) } else { ExitCode::SUCCESS })
         }
-        Command::Deploy { spec: s, yes, parallelism, adopt, force } => {
-            let ctx = Session::prepare(&g, &s).await?;
+        Command::Deploy { spec: s, yes, parallelism, adopt, force, skip_alarms, no_wait } => {
+            let mut ctx = Session::prepare(&g, &s).await?;
+            for r in ctx.graph.resources.iter_mut().filter(|r| r.kind == Kind::Alias) {
+                let rollout = &mut r.config["_rollout"];
+                if skip_alarms && rollout["alarms"].as_array().is_some_and(|a| !a.is_empty()) {
+                    eprintln!("WARNING: --skip-alarms: {} releases without watching {}", r.address, rollout["alarms"]);
+                    rollout["alarms"] = json!([]);
+                }
+                if no_wait {
+                    rollout["wait"] = json!(false);
+                }
+            }
             let plan = ctx.plan(adopt).await?;
             print!("{}", render::human(&plan, style));
             if !plan.has_changes() {
@@ -259,6 +349,47 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
             ctx.apply(&plan, apply::Options { parallelism, force }).await
         }
     }
+}
+
+/// Finishes rollouts in flight: `promote` moves all traffic to the canary
+/// version, `rollback` back to the version the alias served before.
+async fn move_aliases(g: &Global, s: &SpecArgs, function: Option<&str>, promote: bool) -> Result<ExitCode> {
+    let ctx = Session::prepare(g, s).await?;
+    let aliases: Vec<&crate::graph::Resource> = ctx
+        .graph
+        .resources
+        .iter()
+        .filter(|r| r.kind == Kind::Alias)
+        .filter(|r| function.is_none_or(|f| r.address.starts_with(&format!("alias.{f}."))))
+        .collect();
+    if aliases.is_empty() {
+        bail!(
+            "no alias to {}{}\nhint: aliases are declared with `alias:` on a function",
+            if promote { "promote" } else { "roll back" },
+            function.map(|f| format!(" for function `{f}`")).unwrap_or_default()
+        );
+    }
+    for r in aliases {
+        let Some(live) = ctx.provider.read(Kind::Alias, &r.name, None).await? else {
+            eprintln!("{}: not deployed", r.address);
+            continue;
+        };
+        let primary = live.outputs.get("version").cloned().unwrap_or_default();
+        let canary = live.config["routing"].as_object().and_then(|m| m.keys().next().cloned());
+        let (function, alias) = r.name.rsplit_once(':').unwrap_or((&r.name, ""));
+        match (canary, promote) {
+            (None, _) => eprintln!("{}: no rollout in flight; serving version {primary}", r.address),
+            (Some(v), true) => {
+                ctx.provider.route_alias(function, alias, &v, None).await?;
+                println!("{}: promoted version {v} to 100%", r.address);
+            }
+            (Some(v), false) => {
+                ctx.provider.route_alias(function, alias, &primary, None).await?;
+                println!("{}: rolled back to version {primary} (version {v} gets no traffic)", r.address);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load(file: &std::path::Path, stage: &str) -> Result<Loaded> {

@@ -561,6 +561,7 @@ pub fn build(l: &Loaded, packages: &HashMap<PathBuf, Arc<Package>>) -> Result<Gr
                     steps,
                     alarms: rollout.map(|d| d.alarms.clone()).unwrap_or_default(),
                     keep_versions: a.keep_versions.unwrap_or(5),
+                    wait: true,
                 }),
             };
             let deps = [format!("function.{name}")].into();

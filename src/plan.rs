@@ -271,6 +271,25 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
         return Err(errors);
     }
     apply_triggers(graph, &mut actions);
+    for a in actions.iter_mut().filter(|a| a.kind == Kind::Alias && a.action == Change::Update) {
+        let steps: Vec<crate::rollout::Step> = a
+            .after
+            .as_ref()
+            .and_then(|v| serde_json::from_value(v["_rollout"]["steps"].clone()).ok())
+            .unwrap_or_default();
+        let alarms: Vec<String> = a
+            .after
+            .as_ref()
+            .and_then(|v| serde_json::from_value(v["_rollout"]["alarms"].clone()).ok())
+            .unwrap_or_default();
+        let watch = if alarms.is_empty() { String::new() } else { format!(", watching {}", alarms.join(", ")) };
+        a.fields.push(FieldDiff {
+            field: "rollout".to_string(),
+            before: Value::Null,
+            after: Value::String(format!("{}{watch}", crate::rollout::describe(&steps))),
+            forces_replacement: false,
+        });
+    }
     let mut summary = Summary::default();
     for a in &actions {
         match a.action {

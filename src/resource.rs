@@ -351,6 +351,13 @@ pub struct RolloutConfig {
     pub steps: Vec<crate::rollout::Step>,
     pub alarms: Vec<String>,
     pub keep_versions: u32,
+    /// False (`--no-wait`): stop at the first step; `promote` / `rollback` finish.
+    #[serde(default = "yes")]
+    pub wait: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Values other resources may reference once a resource exists (`url`, `arn`).

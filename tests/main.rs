@@ -7,5 +7,6 @@ mod e2e;
 mod emulator;
 mod events;
 mod provider;
+mod releases;
 mod spec;
 mod websocket;

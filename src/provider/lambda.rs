@@ -912,6 +912,7 @@ pub(super) async fn update_alias(
         steps: crate::rollout::schedule(crate::rollout::Strategy::AllAtOnce, &[], 0),
         alarms: Vec::new(),
         keep_versions: 5,
+        wait: true,
     });
     let live = c
         .get_alias()
@@ -930,6 +931,15 @@ pub(super) async fn update_alias(
         for step in rollout.steps.iter().filter(|s| s.weight < 100) {
             route_alias(c, &a.function, &a.name, &previous, Some((&new, f64::from(step.weight) / 100.0))).await?;
             eprintln!("{}: {}% on version {new} for {}s", r.address, step.weight, step.hold);
+            if !rollout.wait {
+                eprintln!(
+                    "{}: left at {}% on version {new}; finish with `slx promote` or `slx rollback`",
+                    r.address, step.weight
+                );
+                let mut outputs = prior.outputs.clone();
+                outputs.insert("canary".to_string(), new);
+                return Ok(outputs);
+            }
             if let Some(alarm) = hold(cw, &rollout.alarms, step.hold).await? {
                 route_alias(c, &a.function, &a.name, &previous, None).await?;
                 bail!("rolled back {} to version {previous}: alarm `{alarm}` is in ALARM", r.address);

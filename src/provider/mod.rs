@@ -66,6 +66,16 @@ pub trait Provider: Send + Sync {
 
     /// Deletes `prior`; refuses to destroy data (a queue holding messages) unless `force`.
     async fn delete(&self, prior: &Live, force: bool) -> Result<()>;
+
+    /// Points a function alias at `version`, optionally with weight on a second one
+    /// (`slx promote` / `slx rollback` finish a rollout with it).
+    async fn route_alias(
+        &self,
+        function: &str,
+        alias: &str,
+        version: &str,
+        second: Option<(String, f64)>,
+    ) -> Result<()>;
 }
 
 /// The API calls an action will make, for plans to name. `changed` as in [`Provider::update`].
@@ -182,6 +192,17 @@ impl Aws {
 
 #[async_trait]
 impl Provider for Aws {
+    async fn route_alias(
+        &self,
+        function: &str,
+        alias: &str,
+        version: &str,
+        second: Option<(String, f64)>,
+    ) -> Result<()> {
+        lambda::route_alias(&self.lambda, function, alias, version, second.as_ref().map(|(v, w)| (v.as_str(), *w)))
+            .await
+    }
+
     async fn identity(&self) -> Result<Identity> {
         let out = self.sts.get_caller_identity().send().await.map_err(|e| {
             let base = aws_error("sts:GetCallerIdentity", &e);

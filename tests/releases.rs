@@ -1,0 +1,167 @@
+//! Releases through aliases, end to end against the emulator with short intervals.
+
+use crate::support::{Emulator, Run, copy_example, edit};
+use aws_sdk_cloudwatch::types::{ComparisonOperator, StateValue, Statistic};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+async fn alias(lambda: &aws_sdk_lambda::Client) -> (String, Option<(String, f64)>) {
+    let a = lambda.get_alias().function_name("pricing-dev-quote").name("live").send().await.unwrap();
+    let canary = a
+        .routing_config()
+        .and_then(|r| r.additional_version_weights())
+        .and_then(|m| m.iter().next().map(|(v, w)| (v.clone(), *w)));
+    (a.function_version().unwrap().to_string(), canary)
+}
+
+/// Starts `slx deploy` in the background against the emulator.
+fn deploy_in_background(emu: &Emulator, file: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_slx"))
+        .args(["deploy", "-f", file, "--yes"])
+        .env("AWS_ENDPOINT_URL", &emu.url)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finish(child: Child) -> Run {
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Waits until the alias sends some traffic to a second version, and returns it.
+async fn wait_for_canary(lambda: &aws_sdk_lambda::Client) -> (String, (String, f64)) {
+    let started = Instant::now();
+    loop {
+        if let (primary, Some(canary)) = alias(lambda).await {
+            return (primary, canary);
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no canary within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn canary_releases_promote_and_roll_back_on_alarm() {
+    let emu = Emulator::start();
+    let sdk = emu.sdk().await;
+    let lambda = aws_sdk_lambda::Client::new(&sdk);
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&sdk);
+    let dir = copy_example("canary-release");
+    let spec = dir.path().join("slx.yaml");
+    let file = spec.to_str().unwrap();
+    edit(&spec, "interval: 5m", "interval: 2s");
+    let code = dir.path().join("src/quote/app.py");
+
+    // v1: the alias is created on the first published version; callers use it.
+    let run = emu.slx(&["deploy", "-f", file, "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(alias(&lambda).await, ("1".to_string(), None));
+    let pc = lambda
+        .get_provisioned_concurrency_config()
+        .function_name("pricing-dev-quote")
+        .qualifier("live")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pc.requested_provisioned_concurrent_executions(), Some(2));
+    let mappings = lambda.list_event_source_mappings().function_name("pricing-dev-quote:live").send().await.unwrap();
+    assert_eq!(
+        mappings.event_source_mappings()[0].function_arn(),
+        Some("arn:aws:lambda:us-east-1:123456789012:function:pricing-dev-quote:live")
+    );
+    let policy = lambda.get_policy().function_name("pricing-dev-quote").qualifier("live").send().await.unwrap();
+    assert!(policy.policy().unwrap().contains("events.amazonaws.com"), "the rule's permission is on the alias");
+
+    cloudwatch
+        .put_metric_alarm()
+        .alarm_name("pricing-quote-errors")
+        .metric_name("Errors")
+        .namespace("AWS/Lambda")
+        .statistic(Statistic::Sum)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(1.0)
+        .comparison_operator(ComparisonOperator::GreaterThanOrEqualToThreshold)
+        .send()
+        .await
+        .unwrap();
+
+    // v2: 10 % first, then 100 % once the interval passed with the alarm OK.
+    std::fs::write(&code, std::fs::read_to_string(&code).unwrap() + "# v2\n").unwrap();
+    let plan = emu.slx(&["plan", "-f", file]);
+    assert!(
+        plan.stdout.contains("      rollout: (none) → \"10% for 2s → 100%, watching pricing-quote-errors\"\n"),
+        "{plan:?}"
+    );
+    let child = deploy_in_background(&emu, file);
+    let (primary, canary) = wait_for_canary(&lambda).await;
+    assert_eq!((primary.as_str(), canary.0.as_str(), canary.1), ("1", "2", 0.1), "canary: 10% on v2");
+    let run = finish(child);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(alias(&lambda).await, ("2".to_string(), None), "then 100% on v2");
+
+    // Nothing changed: no version is published, nothing is written.
+    emu.reset_calls();
+    let run = emu.slx(&["deploy", "-f", file, "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(emu.writes().is_empty(), "{:?}", emu.writes());
+
+    // v3 with the alarm going off mid-rollout: back on v2, non-zero exit naming the alarm.
+    std::fs::write(&code, std::fs::read_to_string(&code).unwrap() + "# v3\n").unwrap();
+    let child = deploy_in_background(&emu, file);
+    let (_, canary) = wait_for_canary(&lambda).await;
+    assert_eq!(canary.0, "3");
+    cloudwatch
+        .set_alarm_state()
+        .alarm_name("pricing-quote-errors")
+        .state_value(StateValue::Alarm)
+        .state_reason("errors above threshold")
+        .send()
+        .await
+        .unwrap();
+    let run = finish(child);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains("rolled back alias.quote.live to version 2: alarm `pricing-quote-errors` is in ALARM"),
+        "{run:?}"
+    );
+    assert_eq!(alias(&lambda).await, ("2".to_string(), None));
+
+    // --skip-alarms ships anyway, loudly; --no-wait leaves the canary for promote / rollback.
+    let run = emu.slx(&["deploy", "-f", file, "--yes", "--skip-alarms", "--no-wait"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("WARNING: --skip-alarms: alias.quote.live releases without watching"), "{run:?}");
+    let status = emu.slx(&["status", "-f", file]);
+    assert_eq!(
+        status.stdout, "alias.quote.live  pricing-dev-quote:live  version 2 with 10% on version 3\n",
+        "{status:?}"
+    );
+    let run = emu.slx(&["rollback", "-f", file]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(alias(&lambda).await, ("2".to_string(), None));
+    assert_eq!(emu.slx(&["deploy", "-f", file, "--yes", "--skip-alarms", "--no-wait"]).code, 0);
+    let run = emu.slx(&["promote", "-f", file, "quote"]);
+    assert_eq!(run.stdout, "alias.quote.live: promoted version 3 to 100%\n", "{run:?}");
+    assert_eq!(alias(&lambda).await, ("3".to_string(), None));
+    let json = emu.slx(&["status", "-f", file, "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["aliases"][0]["primary"], "3");
+    assert_eq!(v["aliases"][0]["current"], true);
+
+    let run = emu.slx(&["destroy", "-f", file, "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(lambda.list_functions().send().await.unwrap().functions().is_empty());
+}
