@@ -140,6 +140,27 @@ async fn canary_releases_promote_and_roll_back_on_alarm() {
     );
     assert_eq!(alias(&lambda).await, ("2".to_string(), None));
 
+    // Ctrl-C mid-rollout puts all traffic back on the previous version.
+    cloudwatch
+        .set_alarm_state()
+        .alarm_name("pricing-quote-errors")
+        .state_value(StateValue::Ok)
+        .state_reason("recovered")
+        .send()
+        .await
+        .unwrap();
+    edit(&spec, "interval: 2s", "interval: 30s");
+    let child = deploy_in_background(&emu, file);
+    let (_, canary) = wait_for_canary(&lambda).await;
+    assert_eq!(canary.0, "3");
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let run = finish(child);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("rolled back alias.quote.live to version 2: interrupted"), "{run:?}");
+    assert_eq!(alias(&lambda).await, ("2".to_string(), None));
+    edit(&spec, "interval: 30s", "interval: 2s");
+
     // --skip-alarms ships anyway, loudly; --no-wait leaves the canary for promote / rollback.
     let run = emu.slx(&["deploy", "-f", file, "--yes", "--skip-alarms", "--no-wait"]);
     assert_eq!(run.code, 0, "{run:?}");

@@ -795,21 +795,33 @@ async fn firing(cw: &aws_sdk_cloudwatch::Client, alarms: &[String]) -> Result<Op
         .map(String::from))
 }
 
-/// Holds a step for `seconds`, watching the alarms; returns the first to fire.
-async fn hold(cw: &aws_sdk_cloudwatch::Client, alarms: &[String], seconds: u64) -> Result<Option<String>> {
+/// How a rollout step ended.
+enum Held {
+    Passed,
+    Alarm(String),
+    Interrupted,
+}
+
+/// Holds a step for `seconds`, watching the alarms and Ctrl-C.
+async fn hold(cw: &aws_sdk_cloudwatch::Client, alarms: &[String], seconds: u64) -> Result<Held> {
     let until = Instant::now() + Duration::from_secs(seconds);
     let poll = if seconds <= 60 { Duration::from_secs(1) } else { Duration::from_secs(10) };
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         if !alarms.is_empty()
             && let Some(a) = firing(cw, alarms).await?
         {
-            return Ok(Some(a));
+            return Ok(Held::Alarm(a));
         }
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Ok(None);
+            return Ok(Held::Passed);
         }
-        tokio::time::sleep(left.min(poll)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(left.min(poll)) => {}
+            _ = &mut ctrl_c => return Ok(Held::Interrupted),
+        }
     }
 }
 
@@ -940,9 +952,16 @@ pub(super) async fn update_alias(
                 outputs.insert("canary".to_string(), new);
                 return Ok(outputs);
             }
-            if let Some(alarm) = hold(cw, &rollout.alarms, step.hold).await? {
-                route_alias(c, &a.function, &a.name, &previous, None).await?;
-                bail!("rolled back {} to version {previous}: alarm `{alarm}` is in ALARM", r.address);
+            match hold(cw, &rollout.alarms, step.hold).await? {
+                Held::Passed => {}
+                Held::Alarm(alarm) => {
+                    route_alias(c, &a.function, &a.name, &previous, None).await?;
+                    bail!("rolled back {} to version {previous}: alarm `{alarm}` is in ALARM", r.address);
+                }
+                Held::Interrupted => {
+                    route_alias(c, &a.function, &a.name, &previous, None).await?;
+                    bail!("rolled back {} to version {previous}: interrupted", r.address);
+                }
             }
         }
     }
