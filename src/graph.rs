@@ -529,7 +529,8 @@ pub fn build(l: &Loaded, packages: &HashMap<PathBuf, Arc<Package>>) -> Result<Gr
             layers: f.layers.clone().unwrap_or_default(),
             dead_letter_target,
             reserved_concurrency: f.reserved_concurrency,
-            async_config,
+            // With an alias, async settings live on the alias (invocations go through it).
+            async_config: if f.alias.is_some() { None } else { async_config.clone() },
             tags,
         };
         b.add(
@@ -556,6 +557,7 @@ pub fn build(l: &Loaded, packages: &HashMap<PathBuf, Arc<Package>>) -> Result<Gr
                 current: true,
                 routing: None,
                 provisioned_concurrency: a.provisioned_concurrency,
+                async_config: async_config.clone(),
                 tags: b.tags(&format!("alias.{name}.{}", a.name), &Tags::new()),
                 rollout: Some(RolloutConfig {
                     steps,

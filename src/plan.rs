@@ -331,7 +331,11 @@ fn apply_triggers(graph: &Graph, actions: &mut [Action]) {
             a.fields.push(FieldDiff {
                 field: if a.kind == Kind::Alias { "release" } else { "redeploy" }.to_string(),
                 before: Value::Null,
-                after: Value::String(format!("after changes to {}", causes.join(", "))),
+                after: Value::String(if a.kind == Kind::Alias {
+                    format!("publish a new version (changes to {})", causes.join(", "))
+                } else {
+                    format!("after changes to {}", causes.join(", "))
+                }),
                 forces_replacement: false,
             });
             let field = a.fields.last().map(|f| f.field.clone()).unwrap_or_default();

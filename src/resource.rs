@@ -340,6 +340,9 @@ pub struct AliasConfig {
     /// Traffic on a second version (version → weight), mid-rollout only.
     pub routing: Option<BTreeMap<String, f64>>,
     pub provisioned_concurrency: Option<u32>,
+    /// Async invocation settings, on the alias since invocations go through it.
+    #[serde(rename = "async")]
+    pub async_config: Option<AsyncConfig>,
     /// Aliases cannot be tagged: these are the function's ownership tags.
     pub tags: Tags,
     #[serde(rename = "_rollout", default, skip_serializing_if = "Option::is_none")]

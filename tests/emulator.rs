@@ -186,3 +186,74 @@ async fn apigateway_deployments_attach_to_stages() {
     api.delete_deployment().api_id(id).deployment_id(&first_id).send().await.unwrap();
     assert_eq!(api.get_deployments().api_id(id).send().await.unwrap().items().len(), 1);
 }
+
+/// Event-invoke configs are kept per qualifier, as Lambda does.
+#[tokio::test]
+async fn event_invoke_configs_are_per_qualifier() {
+    let emu = Emulator::start();
+    let (lambda, role) = setup(&emu).await;
+    create(&lambda, &role, "f").await;
+    lambda.publish_version().function_name("f").send().await.unwrap();
+    lambda.create_alias().function_name("f").name("live").function_version("1").send().await.unwrap();
+    lambda
+        .put_function_event_invoke_config()
+        .function_name("f")
+        .qualifier("live")
+        .maximum_retry_attempts(0)
+        .send()
+        .await
+        .unwrap();
+    let missing = lambda.get_function_event_invoke_config().function_name("f").send().await.unwrap_err();
+    assert_eq!(missing.raw_response().map(|r| r.status().as_u16()), Some(404), "nothing on $LATEST");
+    lambda.put_function_event_invoke_config().function_name("f").maximum_retry_attempts(2).send().await.unwrap();
+    let live = lambda.get_function_event_invoke_config().function_name("f").qualifier("live").send().await.unwrap();
+    assert_eq!(live.maximum_retry_attempts(), Some(0));
+    assert!(live.function_arn().unwrap().ends_with(":function:f:live"), "{:?}", live.function_arn());
+    let latest = lambda.get_function_event_invoke_config().function_name("f").send().await.unwrap();
+    assert_eq!(latest.maximum_retry_attempts(), Some(2));
+    let all = lambda.list_function_event_invoke_configs().function_name("f").send().await.unwrap();
+    assert_eq!(all.function_event_invoke_configs().len(), 2);
+    lambda.delete_function_event_invoke_config().function_name("f").qualifier("live").send().await.unwrap();
+    assert!(lambda.get_function_event_invoke_config().function_name("f").qualifier("live").send().await.is_err());
+    let bad = lambda
+        .put_function_event_invoke_config()
+        .function_name("f")
+        .qualifier("nope")
+        .maximum_retry_attempts(0)
+        .send()
+        .await;
+    assert!(bad.is_err(), "unknown alias");
+}
+
+/// Provisioned concurrency, which the launcher adds, lives on aliases and versions only.
+#[tokio::test]
+async fn provisioned_concurrency_is_for_published_qualifiers() {
+    let emu = Emulator::start();
+    let (lambda, role) = setup(&emu).await;
+    create(&lambda, &role, "f").await;
+    let latest = lambda
+        .put_provisioned_concurrency_config()
+        .function_name("f")
+        .qualifier("$LATEST")
+        .provisioned_concurrent_executions(1)
+        .send()
+        .await;
+    assert!(format!("{:?}", latest.unwrap_err()).contains("unpublished function versions"));
+    lambda.publish_version().function_name("f").send().await.unwrap();
+    lambda.create_alias().function_name("f").name("live").function_version("1").send().await.unwrap();
+    let put = lambda
+        .put_provisioned_concurrency_config()
+        .function_name("f")
+        .qualifier("live")
+        .provisioned_concurrent_executions(3)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().map(|s| s.as_str()), Some("READY"));
+    let got = lambda.get_provisioned_concurrency_config().function_name("f").qualifier("live").send().await.unwrap();
+    assert_eq!(got.requested_provisioned_concurrent_executions(), Some(3));
+    lambda.delete_provisioned_concurrency_config().function_name("f").qualifier("live").send().await.unwrap();
+    let gone =
+        lambda.get_provisioned_concurrency_config().function_name("f").qualifier("live").send().await.unwrap_err();
+    assert!(format!("{gone:?}").contains("ProvisionedConcurrencyConfigNotFoundException"), "{gone:?}");
+}

@@ -82,6 +82,16 @@ async fn canary_releases_promote_and_roll_back_on_alarm() {
         mappings.event_source_mappings()[0].function_arn(),
         Some("arn:aws:lambda:us-east-1:123456789012:function:pricing-dev-quote:live")
     );
+    let on_alias = lambda
+        .get_function_event_invoke_config()
+        .function_name("pricing-dev-quote")
+        .qualifier("live")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((on_alias.maximum_retry_attempts(), on_alias.maximum_event_age_in_seconds()), (Some(0), Some(3600)));
+    let unqualified = lambda.get_function_event_invoke_config().function_name("pricing-dev-quote").send().await;
+    assert!(unqualified.is_err(), "async settings live on the alias only: {unqualified:?}");
     let policy = lambda.get_policy().function_name("pricing-dev-quote").qualifier("live").send().await.unwrap();
     assert!(policy.policy().unwrap().contains("events.amazonaws.com"), "the rule's permission is on the alias");
 

@@ -90,19 +90,7 @@ pub(super) async fn read(c: &Client, name: &str) -> Result<Option<Live>> {
         Err(e) => return Err(aws_error("lambda:GetFunction", &e)),
     };
     let f = out.configuration().context("lambda:GetFunction returned no configuration")?;
-    let async_config = match c.get_function_event_invoke_config().function_name(name).send().await {
-        Ok(a) => Some(AsyncConfig {
-            max_retries: a.maximum_retry_attempts().unwrap_or(2) as u32,
-            max_event_age: a.maximum_event_age_in_seconds().unwrap_or(21_600) as u64,
-            on_failure: a
-                .destination_config()
-                .and_then(|d| d.on_failure())
-                .and_then(|o| o.destination())
-                .map(String::from),
-        }),
-        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => None,
-        Err(e) => return Err(aws_error("lambda:GetFunctionEventInvokeConfig", &e)),
-    };
+    let async_config = read_async(c, name, None).await?;
     let config = FunctionConfig {
         role: f.role().unwrap_or_default().to_string(),
         handler: f.handler().unwrap_or_default().to_string(),
@@ -131,6 +119,24 @@ pub(super) async fn read(c: &Client, name: &str) -> Result<Option<Live>> {
         outputs: Outputs::from([("arn".to_string(), f.function_arn().unwrap_or_default().to_string())]),
         data: None,
     }))
+}
+
+/// The async invocation settings of a function (or of one alias), if any.
+async fn read_async(c: &Client, function: &str, qualifier: Option<&str>) -> Result<Option<AsyncConfig>> {
+    let call = c.get_function_event_invoke_config().function_name(function).set_qualifier(qualifier.map(String::from));
+    match call.send().await {
+        Ok(a) => Ok(Some(AsyncConfig {
+            max_retries: a.maximum_retry_attempts().unwrap_or(2) as u32,
+            max_event_age: a.maximum_event_age_in_seconds().unwrap_or(21_600) as u64,
+            on_failure: a
+                .destination_config()
+                .and_then(|d| d.on_failure())
+                .and_then(|o| o.destination())
+                .map(String::from),
+        })),
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(None),
+        Err(e) => Err(aws_error("lambda:GetFunctionEventInvokeConfig", &e)),
+    }
 }
 
 fn environment(f: &FunctionConfig) -> Environment {
@@ -186,7 +192,7 @@ pub(super) async fn create(c: &Client, r: Desired<'_>) -> Result<Outputs> {
         put_concurrency(c, r.name, n).await?;
     }
     if let Some(a) = &f.async_config {
-        put_async(c, r.name, a).await?;
+        put_async(c, r.name, None, a).await?;
     }
     Ok(Outputs::from([("arn".to_string(), arn)]))
 }
@@ -253,7 +259,7 @@ pub(super) async fn update(c: &Client, r: Desired<'_>, prior: &Live, changed: &[
     }
     if has("async") {
         match &f.async_config {
-            Some(a) => put_async(c, name, a).await?,
+            Some(a) => put_async(c, name, None, a).await?,
             None => {
                 c.delete_function_event_invoke_config()
                     .function_name(name)
@@ -353,13 +359,14 @@ async fn put_concurrency(c: &Client, name: &str, n: u32) -> Result<()> {
     Ok(())
 }
 
-async fn put_async(c: &Client, name: &str, a: &AsyncConfig) -> Result<()> {
+async fn put_async(c: &Client, name: &str, qualifier: Option<&str>, a: &AsyncConfig) -> Result<()> {
     let destinations = a
         .on_failure
         .as_ref()
         .map(|d| DestinationConfig::builder().on_failure(OnFailure::builder().destination(d).build()).build());
     c.put_function_event_invoke_config()
         .function_name(name)
+        .set_qualifier(qualifier.map(String::from))
         .maximum_retry_attempts(a.max_retries as i32)
         .maximum_event_age_in_seconds(a.max_event_age as i32)
         .set_destination_config(destinations)
@@ -634,6 +641,9 @@ pub(super) fn alias_update_calls(changed: &[String]) -> Vec<&'static str> {
     if changed.iter().any(|c| c == "provisioned_concurrency") {
         calls.push("lambda:PutProvisionedConcurrencyConfig");
     }
+    if changed.iter().any(|c| c == "async") {
+        calls.push("lambda:PutFunctionEventInvokeConfig");
+    }
     calls.extend(["cloudwatch:DescribeAlarms", "lambda:ListVersionsByFunction", "lambda:DeleteFunction"]);
     calls
 }
@@ -728,6 +738,7 @@ pub(super) async fn read_alias(c: &Client, name: &str) -> Result<Option<Live>> {
         current,
         routing,
         provisioned_concurrency: pc,
+        async_config: read_async(c, function, Some(alias)).await?,
         tags,
         rollout: None,
     };
@@ -900,6 +911,9 @@ pub(super) async fn create_alias(c: &Client, r: Desired<'_>) -> Result<Outputs> 
     if a.provisioned_concurrency.is_some() {
         set_provisioned(c, &a.function, &a.name, a.provisioned_concurrency).await?;
     }
+    if let Some(config) = &a.async_config {
+        put_async(c, &a.function, Some(&a.name), config).await?;
+    }
     if let Some(rollout) = &a.rollout {
         prune_versions(c, &a.function, rollout.keep_versions).await?;
     }
@@ -977,6 +991,19 @@ pub(super) async fn update_alias(
     }
     if changed.iter().any(|f| f == "provisioned_concurrency") {
         set_provisioned(c, &a.function, &a.name, a.provisioned_concurrency).await?;
+    }
+    if changed.iter().any(|f| f == "async") {
+        match &a.async_config {
+            Some(config) => put_async(c, &a.function, Some(&a.name), config).await?,
+            None => {
+                c.delete_function_event_invoke_config()
+                    .function_name(&a.function)
+                    .qualifier(&a.name)
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("lambda:DeleteFunctionEventInvokeConfig", &e))?;
+            }
+        }
     }
     prune_versions(c, &a.function, rollout.keep_versions).await?;
     let mut outputs = prior.outputs.clone();
