@@ -270,26 +270,29 @@ pub(super) async fn update(c: &Client, r: Desired<'_>, prior: &Live, changed: &[
         }
     }
     if has("tags") {
-        let arn = prior.outputs.get("arn").cloned().unwrap_or_default();
-        let (add, remove) = tag_changes(&f.tags, &prior.tags());
-        if !add.is_empty() {
-            c.tag_resource()
-                .resource(&arn)
-                .set_tags(Some(add.into_iter().collect()))
-                .send()
-                .await
-                .map_err(|e| aws_error("lambda:TagResource", &e))?;
-        }
-        if !remove.is_empty() {
-            c.untag_resource()
-                .resource(&arn)
-                .set_tag_keys(Some(remove))
-                .send()
-                .await
-                .map_err(|e| aws_error("lambda:UntagResource", &e))?;
-        }
+        retag(c, prior, &f.tags).await?;
     }
     Ok(prior.outputs.clone())
+}
+
+/// Brings the tags of a function or mapping (its `arn` output) to `desired`.
+async fn retag(c: &Client, prior: &Live, desired: &crate::resource::Tags) -> Result<()> {
+    let arn = prior.outputs.get("arn").cloned().unwrap_or_default();
+    let (add, remove) = tag_changes(desired, &prior.tags());
+    if !add.is_empty() {
+        let tags = Some(add.into_iter().collect());
+        c.tag_resource().resource(&arn).set_tags(tags).send().await.map_err(|e| aws_error("lambda:TagResource", &e))?;
+    }
+    if !remove.is_empty() {
+        let keys = Some(remove);
+        c.untag_resource()
+            .resource(&arn)
+            .set_tag_keys(keys)
+            .send()
+            .await
+            .map_err(|e| aws_error("lambda:UntagResource", &e))?;
+    }
+    Ok(())
 }
 
 /// Runs a mutation; on ResourceConflictException waits for the function to settle and retries.
@@ -547,24 +550,7 @@ pub(super) async fn update_mapping(c: &Client, r: Desired<'_>, prior: &Live, cha
             .map_err(|e| aws_error("lambda:UpdateEventSourceMapping", &e))?;
     }
     if changed.iter().any(|c| c == "tags") {
-        let arn = prior.outputs.get("arn").cloned().unwrap_or_default();
-        let (add, remove) = tag_changes(&m.tags, &prior.tags());
-        if !add.is_empty() {
-            c.tag_resource()
-                .resource(&arn)
-                .set_tags(Some(add.into_iter().collect()))
-                .send()
-                .await
-                .map_err(|e| aws_error("lambda:TagResource", &e))?;
-        }
-        if !remove.is_empty() {
-            c.untag_resource()
-                .resource(&arn)
-                .set_tag_keys(Some(remove))
-                .send()
-                .await
-                .map_err(|e| aws_error("lambda:UntagResource", &e))?;
-        }
+        retag(c, prior, &m.tags).await?;
     }
     Ok(prior.outputs.clone())
 }
