@@ -177,10 +177,46 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Prints an error as `error: ...` with every `hint:` at the end.
+/// True inside a GitHub Actions job.
+fn github_actions() -> bool {
+    std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true")
+}
+
+/// Escapes a GitHub workflow-command message (`%`, CR, LF).
+fn workflow_escape(s: &str) -> String {
+    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+}
+
+/// Appends Markdown to the job summary when GitHub Actions provides one.
+fn step_summary(markdown: &str) {
+    if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|_| github_actions()) {
+        let written = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(markdown.as_bytes()));
+        if let Err(e) = written {
+            eprintln!("warning: cannot write the job summary to {}: {e}", std::path::Path::new(&path).display());
+        }
+    }
+}
+
+/// Prints an error as `error: ...` with every `hint:` at the end; in GitHub
+/// Actions, spec errors also become `::error` annotations on the file.
 fn report_error(e: &anyhow::Error) {
     if let Some(d) = e.downcast_ref::<Diagnostics>() {
         eprint!("{d}");
+        if github_actions() {
+            for x in &d.0 {
+                let location = match (&x.file, x.mark) {
+                    (Some(f), Some(m)) => format!(" file={f},line={},col={}", m.line, m.col),
+                    (Some(f), None) => format!(" file={f}"),
+                    _ => String::new(),
+                };
+                let hint = x.hint.as_ref().map(|h| format!("\nhint: {h}")).unwrap_or_default();
+                println!("::error{location}::{}", workflow_escape(&format!("{}{hint}", x.message)));
+            }
+        }
         return;
     }
     let text = format!("{e:#}");
@@ -315,6 +351,7 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
             print!("{}", render::plan(&plan, format, style));
+            step_summary(&render::markdown(&plan));
             Ok(if detailed_exitcode && plan.has_changes() { ExitCode::from(2) } else { ExitCode::SUCCESS })
         }
         Command::Deploy { spec: s, yes, parallelism, adopt, force, skip_alarms, no_wait } => {
@@ -331,6 +368,7 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
             }
             let plan = ctx.plan(adopt).await?;
             print!("{}", render::human(&plan, style));
+            step_summary(&render::markdown(&plan));
             if !plan.has_changes() {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -480,8 +518,14 @@ impl Session {
             }
         }
         let progress = Lines::new(plan);
+        if github_actions() {
+            println!("::group::Apply {} changes", plan.actions.iter().filter(|a| a.action != Change::NoOp).count());
+        }
         let report = apply::apply(self.provider.clone(), &self.graph, plan, facts, opts, &progress).await;
         progress.done();
+        if github_actions() {
+            println!("::endgroup::");
+        }
         print!("{}", render::report(&report));
         let websockets = self.graph.outputs(&report.facts).get("websockets").cloned();
         if let Some(ws) = websockets.filter(|w| w.as_object().is_some_and(|m| !m.is_empty())) {
@@ -499,7 +543,7 @@ struct Lines {
 impl Lines {
     fn new(plan: &Plan) -> Lines {
         let steps = plan.actions.iter().filter(|a| a.action != Change::NoOp).count() as u64;
-        let tty = std::io::stderr().is_terminal() && std::env::var("CI").is_err();
+        let tty = std::io::stderr().is_terminal() && std::env::var("CI").is_err() && !github_actions();
         let bar = tty.then(|| {
             let b = indicatif::ProgressBar::new(steps);
             b.set_style(

@@ -1,6 +1,6 @@
 //! The command line without AWS: validation errors, exit codes, schema.
 
-use crate::support::{Emulator, root, slx_with_endpoint, venv_python};
+use crate::support::{Emulator, root, slx_env, slx_with_endpoint, venv_python};
 
 #[test]
 fn invalid_spec_fails_with_location_and_hint_before_any_aws_call() {
@@ -125,4 +125,36 @@ fn schema_rejects_unknown_keys() {
         String::from_utf8_lossy(&out.stdout).trim(),
         "Additional properties are not allowed ('memroy' was unexpected)"
     );
+}
+
+/// In GitHub Actions, spec errors become annotations and plans go to the job summary.
+#[test]
+fn github_actions_gets_annotations_and_a_step_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    let spec = dir.path().join("slx.yaml");
+    std::fs::write(&spec, "stack: shop\nfunctions:\n  api:\n    handler: app.h\n    runtime: python3.12\n    code: ./src\n    memory: 20000\n").unwrap();
+    let file = spec.to_str().unwrap();
+    let gha = [("GITHUB_ACTIONS", "true")];
+    let run = slx_env(None, &gha, &["validate", "-f", file]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(
+        run.stdout,
+        format!(
+            "::error file={file},line=7,col=13::memory 20000 MB is out of range 128..10240 MB%0Ahint: Lambda accepts 128 to 10240 MB\n"
+        )
+    );
+    assert!(run.stderr.starts_with("error: memory 20000 MB is out of range"), "humans still read stderr: {run:?}");
+    let plain = slx_env(None, &[], &["validate", "-f", file]);
+    assert_eq!(plain.stdout, "", "no annotations outside GitHub Actions");
+
+    let emu = Emulator::start();
+    let summary = dir.path().join("summary.md");
+    let example = root().join("examples/queue-worker/slx.yaml");
+    let env = [("GITHUB_ACTIONS", "true"), ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap())];
+    let run = slx_env(Some(&emu.url), &env, &["plan", "-f", example.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(md.starts_with("### slx plan: `orders` / `dev`\n\nPlan: 9 to create, 0 to update, 0 to replace, 0 to delete, 0 unchanged.\n"), "{md}");
+    assert!(md.contains("| `+` | `function.worker` | create |"), "{md}");
 }

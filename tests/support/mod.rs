@@ -111,7 +111,13 @@ impl std::fmt::Debug for Run {
 }
 
 pub fn slx_with_endpoint(endpoint: Option<&str>, args: &[&str]) -> Run {
+    slx_env(endpoint, &[], args)
+}
+
+/// Runs `slx` with extra environment variables (e.g. GitHub Actions').
+pub fn slx_env(endpoint: Option<&str>, env: &[(&str, &str)], args: &[&str]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_slx"));
+    cmd.env_remove("GITHUB_ACTIONS").env_remove("GITHUB_STEP_SUMMARY").envs(env.iter().copied());
     cmd.args(args)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
