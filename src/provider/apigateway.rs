@@ -6,7 +6,7 @@
 //! Listing reads everything under the stack's APIs at once, so reading one of
 //! these children costs no further call.
 
-use super::{Desired, Listed, aws_error, config_of, error_code, lambda, tag_changes};
+use super::{Desired, Listed, aws_error, config_of, deleted, lambda, tag_changes};
 use crate::resource::{
     DeploymentConfig, IntegrationConfig, Kind, Live, Outputs, Owner, RouteConfig, StageAccessLog, StageConfig,
     StageThrottling, TAG_ADDRESS, Tags, WebSocketConfig,
@@ -422,55 +422,28 @@ pub(super) async fn update(
 }
 
 pub(super) async fn delete(c: &Client, lambda_client: &aws_sdk_lambda::Client, prior: &Live) -> Result<()> {
+    const GONE: &str = "NotFoundException";
     let id = prior.outputs.get("id").cloned().unwrap_or_default();
     let api_id = prior.config["api_id"].as_str().unwrap_or_default().to_string();
-    let result = match prior.kind {
-        Kind::WebSocket => c
-            .delete_api()
-            .api_id(&id)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| (error_code(&e).map(String::from), aws_error("apigateway:DeleteApi", &e))),
-        Kind::Integration => c
-            .delete_integration()
-            .api_id(&api_id)
-            .integration_id(&id)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| (error_code(&e).map(String::from), aws_error("apigateway:DeleteIntegration", &e))),
+    match prior.kind {
+        Kind::WebSocket => deleted(c.delete_api().api_id(&id).send().await, GONE, "apigateway:DeleteApi"),
+        Kind::Integration => deleted(
+            c.delete_integration().api_id(&api_id).integration_id(&id).send().await,
+            GONE,
+            "apigateway:DeleteIntegration",
+        ),
         Kind::Route => {
-            if let (Some(f), Some(sid)) =
-                (prior.config["permission"]["function"].as_str(), prior.config["permission"]["statement_id"].as_str())
-            {
-                let qualifier = prior.config["permission"]["qualifier"].as_str();
-                lambda::remove_permission(lambda_client, f, qualifier, sid).await?;
+            let permission = &prior.config["permission"];
+            if let (Some(f), Some(sid)) = (permission["function"].as_str(), permission["statement_id"].as_str()) {
+                lambda::remove_permission(lambda_client, f, permission["qualifier"].as_str(), sid).await?;
             }
-            c.delete_route()
-                .api_id(&api_id)
-                .route_id(&id)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| (error_code(&e).map(String::from), aws_error("apigateway:DeleteRoute", &e)))
+            deleted(c.delete_route().api_id(&api_id).route_id(&id).send().await, GONE, "apigateway:DeleteRoute")
         }
         Kind::Stage => {
             let stage = prior.config["stage_name"].as_str().unwrap_or_default();
-            c.delete_stage()
-                .api_id(&api_id)
-                .stage_name(stage)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| (error_code(&e).map(String::from), aws_error("apigateway:DeleteStage", &e)))
+            deleted(c.delete_stage().api_id(&api_id).stage_name(stage).send().await, GONE, "apigateway:DeleteStage")
         }
         // A deployment goes with its API; an old one is harmless once the stage moved on.
         _ => Ok(()),
-    };
-    match result {
-        Ok(()) => Ok(()),
-        Err((Some(code), _)) if code == "NotFoundException" => Ok(()),
-        Err((_, e)) => Err(e),
     }
 }

@@ -1,6 +1,6 @@
 //! DynamoDB tables: on-demand, keys, TTL, stream, point-in-time recovery, deletion protection.
 
-use super::{Desired, Listed, aws_error, config_of, error_code, tag_changes};
+use super::{Desired, Listed, aws_error, config_of, deleted, error_code, tag_changes};
 use crate::resource::{KeyAttr, Kind, Live, Outputs, TableConfig};
 use anyhow::{Context, Result, bail};
 use aws_sdk_dynamodb::Client;
@@ -316,9 +316,5 @@ pub(super) async fn delete(c: &Client, prior: &Live, force: bool) -> Result<()> 
             "refusing to delete table {name}: it holds items\nhint: export or empty it first, or pass --force to delete the items with it"
         );
     }
-    match c.delete_table().table_name(name).send().await {
-        Ok(_) => Ok(()),
-        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
-        Err(e) => Err(aws_error("dynamodb:DeleteTable", &e)),
-    }
+    deleted(c.delete_table().table_name(name).send().await, "ResourceNotFoundException", "dynamodb:DeleteTable")
 }

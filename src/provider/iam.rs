@@ -1,6 +1,6 @@
 //! IAM roles generated for functions: trust policy, one inline policy, tags.
 
-use super::{Desired, Listed, aws_error, config_of, error_code, tag_changes};
+use super::{Desired, Listed, aws_error, config_of, deleted, error_code, tag_changes};
 use crate::resource::{Kind, Live, Outputs, ROLE_POLICY_NAME, RoleConfig, Tags};
 use anyhow::{Context, Result};
 use aws_sdk_iam::Client;
@@ -207,11 +207,7 @@ pub(super) async fn delete(c: &Client, prior: &Live) -> Result<()> {
                 .map_err(|e| aws_error("iam:DetachRolePolicy", &e))?;
         }
     }
-    match c.delete_role().role_name(name).send().await {
-        Ok(_) => Ok(()),
-        Err(e) if error_code(&e) == Some("NoSuchEntity") => Ok(()),
-        Err(e) => Err(aws_error("iam:DeleteRole", &e)),
-    }
+    deleted(c.delete_role().role_name(name).send().await, "NoSuchEntity", "iam:DeleteRole")
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! A freshly created role takes seconds to become assumable, so
 //! `CreateFunction` retries on "cannot be assumed".
 
-use super::{Desired, Listed, aws_error, config_of, error_code, tag_changes};
+use super::{Desired, Listed, aws_error, config_of, deleted, error_code, tag_changes};
 use crate::resource::{AsyncConfig, EventSourceConfig, FunctionConfig, Kind, Live, Outputs, Permission};
 use anyhow::{Context, Result, bail};
 use aws_sdk_lambda::Client;
@@ -380,11 +380,11 @@ async fn put_async(c: &Client, name: &str, qualifier: Option<&str>, a: &AsyncCon
 }
 
 pub(super) async fn delete(c: &Client, prior: &Live) -> Result<()> {
-    match c.delete_function().function_name(&prior.name).send().await {
-        Ok(_) => Ok(()),
-        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
-        Err(e) => Err(aws_error("lambda:DeleteFunction", &e)),
-    }
+    deleted(
+        c.delete_function().function_name(&prior.name).send().await,
+        "ResourceNotFoundException",
+        "lambda:DeleteFunction",
+    )
 }
 
 /// Event source mappings are named `{function}|{source}` by slx, where the
@@ -557,11 +557,11 @@ pub(super) async fn update_mapping(c: &Client, r: Desired<'_>, prior: &Live, cha
 
 pub(super) async fn delete_mapping(c: &Client, prior: &Live) -> Result<()> {
     let uuid = prior.outputs.get("uuid").context("mapping UUID unknown")?;
-    match c.delete_event_source_mapping().uuid(uuid).send().await {
-        Ok(_) => Ok(()),
-        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
-        Err(e) => Err(aws_error("lambda:DeleteEventSourceMapping", &e)),
-    }
+    deleted(
+        c.delete_event_source_mapping().uuid(uuid).send().await,
+        "ResourceNotFoundException",
+        "lambda:DeleteEventSourceMapping",
+    )
 }
 
 /// The statement `sid` of the function's resource policy, if present.
@@ -610,11 +610,11 @@ pub(super) async fn remove_permission(
     sid: &str,
 ) -> Result<()> {
     let call = lambda.remove_permission().function_name(function).statement_id(sid);
-    match call.set_qualifier(qualifier.map(String::from)).send().await {
-        Ok(_) => Ok(()),
-        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
-        Err(e) => Err(aws_error("lambda:RemovePermission", &e)),
-    }
+    deleted(
+        call.set_qualifier(qualifier.map(String::from)).send().await,
+        "ResourceNotFoundException",
+        "lambda:RemovePermission",
+    )
 }
 
 /// What a function ARN invokes: `name`, or `name:alias` for a qualified ARN.
@@ -999,9 +999,9 @@ pub(super) async fn update_alias(
 
 pub(super) async fn delete_alias(c: &Client, prior: &Live) -> Result<()> {
     let (function, alias) = split_alias(&prior.name);
-    match c.delete_alias().function_name(function).name(alias).send().await {
-        Ok(_) => Ok(()),
-        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
-        Err(e) => Err(aws_error("lambda:DeleteAlias", &e)),
-    }
+    deleted(
+        c.delete_alias().function_name(function).name(alias).send().await,
+        "ResourceNotFoundException",
+        "lambda:DeleteAlias",
+    )
 }

@@ -1,7 +1,7 @@
 //! CloudWatch Logs groups, created before their function so Lambda never
 //! creates an untagged, never-expiring one on first invocation.
 
-use super::{Desired, Listed, aws_error, config_of, error_code, tag_changes};
+use super::{Desired, Listed, aws_error, config_of, deleted, error_code, tag_changes};
 use crate::resource::{Kind, Live, LogGroupConfig, Outputs};
 use anyhow::Result;
 use aws_sdk_cloudwatchlogs::Client;
@@ -140,9 +140,9 @@ pub(super) async fn update(c: &Client, r: Desired<'_>, prior: &Live, changed: &[
 }
 
 pub(super) async fn delete(c: &Client, prior: &Live) -> Result<()> {
-    match c.delete_log_group().log_group_name(&prior.name).send().await {
-        Ok(_) => Ok(()),
-        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(()),
-        Err(e) => Err(aws_error("logs:DeleteLogGroup", &e)),
-    }
+    deleted(
+        c.delete_log_group().log_group_name(&prior.name).send().await,
+        "ResourceNotFoundException",
+        "logs:DeleteLogGroup",
+    )
 }

@@ -319,6 +319,23 @@ where
     }
 }
 
+/// The result of a delete, where `not_found` (already gone) counts as done.
+pub(crate) fn deleted<T, E, R>(
+    result: Result<T, aws_smithy_runtime_api::client::result::SdkError<E, R>>,
+    not_found: &str,
+    op: &str,
+) -> Result<()>
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if error_code(&e) == Some(not_found) => Ok(()),
+        Err(e) => Err(aws_error(op, &e)),
+    }
+}
+
 pub(crate) fn error_code<E, R>(e: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> Option<&str>
 where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
