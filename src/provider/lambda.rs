@@ -13,8 +13,8 @@ use aws_sdk_lambda::Client;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{
     AliasRoutingConfiguration, Architecture, DeadLetterConfig, DestinationConfig, Environment, EphemeralStorage,
-    EventSourcePosition, Filter, FilterCriteria, FunctionCode, FunctionConfiguration, FunctionResponseType,
-    LastUpdateStatus, OnFailure, Runtime, ScalingConfig, State,
+    EventSourcePosition, Filter, FilterCriteria, FunctionCode, FunctionResponseType, LastUpdateStatus, OnFailure,
+    Runtime, ScalingConfig, State,
 };
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -639,11 +639,12 @@ fn split_alias(name: &str) -> (&str, &str) {
     name.rsplit_once(':').unwrap_or((name, ""))
 }
 
+type Configuration = aws_sdk_lambda::operation::get_function_configuration::GetFunctionConfigurationOutput;
+
 /// Two configurations make the same release when code and settings match.
-fn same_release(a: &FunctionConfiguration, b: &FunctionConfiguration) -> bool {
-    let env = |f: &FunctionConfiguration| f.environment().and_then(|e| e.variables()).cloned().unwrap_or_default();
-    let layers =
-        |f: &FunctionConfiguration| f.layers().iter().filter_map(|l| l.arn().map(String::from)).collect::<Vec<_>>();
+fn same_release(a: &Configuration, b: &Configuration) -> bool {
+    let env = |f: &Configuration| f.environment().and_then(|e| e.variables()).cloned().unwrap_or_default();
+    let layers = |f: &Configuration| f.layers().iter().filter_map(|l| l.arn().map(String::from)).collect::<Vec<_>>();
     a.code_sha256() == b.code_sha256()
         && a.handler() == b.handler()
         && a.runtime() == b.runtime()
@@ -656,26 +657,14 @@ fn same_release(a: &FunctionConfiguration, b: &FunctionConfiguration) -> bool {
         && a.architectures() == b.architectures()
 }
 
-async fn configuration(c: &Client, function: &str, qualifier: Option<&str>) -> Result<FunctionConfiguration> {
-    let out = c
-        .get_function_configuration()
+/// The configuration of `$LATEST`, or of a version or alias.
+async fn configuration(c: &Client, function: &str, qualifier: Option<&str>) -> Result<Configuration> {
+    c.get_function_configuration()
         .function_name(function)
         .set_qualifier(qualifier.map(String::from))
         .send()
         .await
-        .map_err(|e| aws_error("lambda:GetFunctionConfiguration", &e))?;
-    Ok(FunctionConfiguration::builder()
-        .set_code_sha256(out.code_sha256().map(String::from))
-        .set_handler(out.handler().map(String::from))
-        .set_runtime(out.runtime().cloned())
-        .set_memory_size(out.memory_size())
-        .set_timeout(out.timeout())
-        .set_role(out.role().map(String::from))
-        .set_environment(out.environment().cloned())
-        .set_layers(Some(out.layers().to_vec()))
-        .set_ephemeral_storage(out.ephemeral_storage().cloned())
-        .set_architectures(Some(out.architectures().to_vec()))
-        .build())
+        .map_err(|e| aws_error("lambda:GetFunctionConfiguration", &e))
 }
 
 pub(super) async fn read_alias(c: &Client, name: &str) -> Result<Option<Live>> {
