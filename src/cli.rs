@@ -303,11 +303,7 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
         Command::Outputs { spec: s, format } => {
             let ctx = Session::prepare(&g, &s).await?;
             let state = live::read(ctx.provider.clone(), &ctx.graph).await?;
-            let mut facts = ctx.facts();
-            for (address, l) in state.desired {
-                facts.outputs.insert(address, l.outputs);
-            }
-            let outputs = ctx.graph.outputs(&facts);
+            let outputs = ctx.graph.outputs(&state.facts(&ctx.identity));
             match format {
                 Format::Json => {
                     println!("{}", serde_json::to_string_pretty(&json!({ "format_version": 1, "outputs": outputs }))?)

@@ -5,8 +5,8 @@
 //! concurrency. Candidates whose `slx:` tags name another stack or stage are
 //! dropped here: they are never planned for, so never touched.
 
-use crate::graph::Graph;
-use crate::provider::{Listed, Provider};
+use crate::graph::{Facts, Graph};
+use crate::provider::{Identity, Listed, Provider};
 use crate::resource::{Kind, Live};
 use anyhow::Result;
 use std::collections::{BTreeMap, HashMap};
@@ -22,6 +22,14 @@ pub struct LiveState {
     pub desired: HashMap<String, Live>,
     /// Resources tagged as this stack and stage that the graph does not want under that name.
     pub orphans: Vec<Live>,
+}
+
+impl LiveState {
+    /// What references resolve against: identity plus the outputs of what exists.
+    pub fn facts(&self, id: &Identity) -> Facts {
+        let outputs = self.desired.iter().map(|(a, l)| (a.clone(), l.outputs.clone())).collect();
+        Facts { account: id.account.clone(), region: id.region.clone(), outputs }
+    }
 }
 
 /// The physical-name prefix of everything in one stack and stage.

@@ -5,7 +5,7 @@
 //! destroy. Renderers and the applier consume it; neither recomputes it.
 
 use crate::diag::Diagnostic;
-use crate::graph::{Facts, Graph, UNKNOWN};
+use crate::graph::{Graph, UNKNOWN};
 use crate::live::LiveState;
 use crate::provider::{Identity, planned_calls};
 use crate::resource::{Kind, Live, Owner};
@@ -171,10 +171,7 @@ pub fn diff(kind: Kind, before: &Value, after: &Value) -> Vec<FieldDiff> {
 
 /// Compares the graph with live state. Errors list every resource slx may not touch.
 pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Result<Plan, Vec<Diagnostic>> {
-    let mut facts = Facts { account: id.account.clone(), region: id.region.clone(), outputs: Default::default() };
-    for (address, l) in &live.desired {
-        facts.outputs.insert(address.clone(), l.outputs.clone());
-    }
+    let facts = live.facts(id);
     let mut actions = Vec::new();
     let mut errors = Vec::new();
     for r in &graph.resources {
