@@ -83,10 +83,6 @@ struct Step<'a> {
     deps: BTreeSet<usize>,
 }
 
-fn delete_target(a: &Action) -> Option<&Live> {
-    a.before.as_ref()
-}
-
 fn build_steps(plan: &Plan) -> Vec<Step<'_>> {
     let mut steps: Vec<Step> = Vec::new();
     let mut main_index: HashMap<&str, usize> = HashMap::new();
@@ -124,7 +120,7 @@ fn build_steps(plan: &Plan) -> Vec<Step<'_>> {
     // Among deletes: lower rank first; a queue after any queue that redrives into it.
     for i in first_delete..steps.len() {
         for j in first_delete..steps.len() {
-            let (x, y) = (delete_target(steps[i].action), delete_target(steps[j].action));
+            let (x, y) = (steps[i].action.before.as_ref(), steps[j].action.before.as_ref());
             let (Some(x), Some(y)) = (x, y) else { continue };
             let earlier_rank = y.kind.delete_rank() < x.kind.delete_rank();
             let redrives_into_x = x.kind == Kind::Queue
