@@ -5,11 +5,14 @@
 //! last, consumers before what they consume, and only when nothing else failed
 //! (a failed update may still point at what a delete would remove). Values
 //! that only exist after apply (a new queue's URL) are resolved right before
-//! the step that needs them. Ctrl-C stops launching steps; running ones finish.
+//! the step that needs them. Ctrl-C (or losing the lock) stops launching
+//! steps; running ones finish. With a [`Recorder`], each finished step is
+//! written to the deployment record before it counts as done.
 
 use crate::graph::{Facts, Graph, UNKNOWN};
 use crate::plan::{Action, Change, Plan};
 use crate::provider::{Desired, Provider};
+use crate::record::Recorder;
 use crate::resource::{Kind, Live, Outputs};
 use anyhow::{Result, bail};
 use serde::Serialize;
@@ -60,6 +63,22 @@ impl Report {
 
     pub fn succeeded(&self) -> bool {
         !self.interrupted && self.steps.iter().all(|s| s.outcome == Outcome::Done)
+    }
+}
+
+/// What apply reports to and listens to besides the provider.
+pub struct Hooks<'a> {
+    pub progress: &'a dyn Progress,
+    /// Writes each finished step to the deployment record.
+    pub recorder: Option<Arc<Recorder>>,
+    /// Resolves when apply must stop launching steps (the lock was lost).
+    pub stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl<'a> Hooks<'a> {
+    /// Progress only: no record, no stop signal besides Ctrl-C.
+    pub fn progress(progress: &'a dyn Progress) -> Hooks<'a> {
+        Hooks { progress, recorder: None, stop: Box::pin(std::future::pending()) }
     }
 }
 
@@ -143,8 +162,9 @@ pub async fn apply(
     plan: &Plan,
     mut facts: Facts,
     opts: Options,
-    progress: &dyn Progress,
+    hooks: Hooks<'_>,
 ) -> Report {
+    let Hooks { progress, recorder, stop } = hooks;
     let steps = build_steps(plan);
     let mut remaining: Vec<usize> = steps.iter().map(|s| s.deps.len()).collect();
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); steps.len()];
@@ -160,6 +180,7 @@ pub async fn apply(
     let mut interrupted = false;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    let mut stop = stop;
 
     loop {
         while !interrupted && running.len() < opts.parallelism.max(1) {
@@ -182,10 +203,10 @@ pub async fn apply(
                     continue;
                 }
             };
-            let (p, force) = (provider.clone(), opts.force);
+            let (p, force, recorder) = (provider.clone(), opts.force, recorder.clone());
             running.spawn(async move {
                 let t0 = Instant::now();
-                let r = run(p, task, force).await;
+                let r = run(p, task, force, recorder.as_deref()).await;
                 (i, r, t0.elapsed().as_secs_f64())
             });
         }
@@ -197,6 +218,11 @@ pub async fn apply(
             _ = &mut ctrl_c, if !interrupted => {
                 interrupted = true;
                 eprintln!("interrupted: waiting for running steps to finish; nothing new starts");
+                continue;
+            }
+            _ = &mut stop, if !interrupted => {
+                interrupted = true;
+                eprintln!("the deployment lock was lost (broken with `slx unlock --force`?): waiting for running steps to finish; nothing new starts");
                 continue;
             }
         };
@@ -315,7 +341,23 @@ fn prepare(graph: &Graph, facts: &Facts, step: &Step) -> Result<Task> {
     })
 }
 
-async fn run(p: Arc<dyn Provider>, t: Task, force: bool) -> Result<Outputs> {
+/// Runs one step, then records it: a step counts as done only once the record agrees.
+async fn run(p: Arc<dyn Provider>, t: Task, force: bool, recorder: Option<&Recorder>) -> Result<Outputs> {
+    let outputs = mutate(p, &t, force).await?;
+    if let Some(r) = recorder {
+        let recorded = match (t.phase, t.action) {
+            (Phase::Main, _) => r.applied(&t.address, t.kind, &t.name, &t.config).await,
+            (Phase::Delete, Change::Delete) => r.removed(&t.address).await,
+            // The old half of a renamed replace: the entry already describes the new one.
+            (Phase::Delete, _) => Ok(()),
+        };
+        recorded
+            .map_err(|e| e.context(format!("{} was applied, but the deployment record was not updated", t.address)))?;
+    }
+    Ok(outputs)
+}
+
+async fn mutate(p: Arc<dyn Provider>, t: &Task, force: bool) -> Result<Outputs> {
     let desired =
         Desired { address: &t.address, kind: t.kind, name: &t.name, config: &t.config, package: t.package.as_deref() };
     match (t.phase, t.action) {

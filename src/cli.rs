@@ -1,12 +1,13 @@
 //! The command line: parses arguments and wires spec → graph → live → plan → render/apply.
 
-use crate::apply::{self, Progress, StepReport};
+use crate::apply::{self, Hooks, Progress, Report, StepReport};
 use crate::diag::Diagnostics;
 use crate::graph::{Facts, Graph};
 use crate::live;
 use crate::package::{self, Package};
 use crate::plan::{self, Change, Plan};
 use crate::provider::{Aws, AwsOptions, Identity, Provider};
+use crate::record::{self, Attempt, Key, Lease, Lock, Record, Recorder, Store};
 use crate::render::{self, Format, Style};
 use crate::resource::Kind;
 use crate::spec::{self, Loaded};
@@ -21,8 +22,9 @@ use std::sync::Arc;
 
 const EXIT_CODES: &str = "Exit codes:
   0  success; with --detailed-exitcode, no changes
-  1  error (invalid spec, AWS error, failed or refused step)
-  2  with --detailed-exitcode: the plan has changes";
+  1  error (invalid spec, AWS error, failed or refused step, lock held)
+  2  with --detailed-exitcode: the plan has changes
+  3  with --fail-on-drift: something was changed outside slx (drift or conflict)";
 
 #[derive(Parser, Debug)]
 #[command(name = "slx", version, about = "Deploy serverless stacks to AWS straight through the service APIs", after_help = EXIT_CODES)]
@@ -50,6 +52,9 @@ struct Global {
     /// More detail on stderr
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// DynamoDB table holding the deployment record and lock (created on first deploy)
+    #[arg(long, global = true, env = "SLX_STATE_TABLE", default_value = record::DEFAULT_TABLE)]
+    state_table: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -60,6 +65,13 @@ struct SpecArgs {
     /// Stage to work on; each stage is a separate copy of the stack
     #[arg(long, default_value = "dev", env = "SLX_STAGE")]
     stage: String,
+}
+
+#[derive(Args, Debug, Clone, Copy)]
+struct LockArgs {
+    /// How long to wait for another run's lock before failing (e.g. 30s, 10m)
+    #[arg(long, default_value = "0s", value_parser = record::parse_duration)]
+    lock_timeout: std::time::Duration,
 }
 
 #[derive(Subcommand, Debug)]
@@ -80,7 +92,13 @@ enum Command {
         /// Exit 2 when the plan has changes, 0 when it has none
         #[arg(long)]
         detailed_exitcode: bool,
-        /// Also write the plan as JSON to this file
+        /// Exit 3 when anything was changed outside slx (drift or conflict)
+        #[arg(long)]
+        fail_on_drift: bool,
+        /// Show only what changed outside slx
+        #[arg(long)]
+        drift_only: bool,
+        /// Also write the whole plan as JSON to this file, for `deploy --plan`
         #[arg(long)]
         out: Option<PathBuf>,
         /// Plan to take over existing resources slx did not create
@@ -109,6 +127,11 @@ enum Command {
         /// Start each rollout at its first step and return; finish with `promote` or `rollback`
         #[arg(long)]
         no_wait: bool,
+        /// Apply exactly this saved plan (`slx plan --out`); refuses if AWS or the spec moved since
+        #[arg(long, value_name = "FILE")]
+        plan: Option<PathBuf>,
+        #[command(flatten)]
+        lock: LockArgs,
     },
     /// Show each alias: the version it serves and any canary
     Status {
@@ -142,6 +165,25 @@ enum Command {
         force: bool,
         #[arg(long, default_value_t = apply::DEFAULT_PARALLELISM)]
         parallelism: usize,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// List the deployments of a stack and stage, newest first
+    History {
+        #[command(flatten)]
+        spec: SpecArgs,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Break the deployment lock of a run that died
+    Unlock {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Required: breaking the lock of a run that is still alive lets two runs collide
+        #[arg(long)]
+        force: bool,
     },
     /// Print the stack's outputs: WebSocket and queue URLs, function and table ARNs
     Outputs {
@@ -158,8 +200,12 @@ enum Command {
         #[arg(long, short = 'o')]
         out: Option<PathBuf>,
     },
-    /// Print the JSON Schema of the spec format
-    Schema,
+    /// Print the JSON Schema of the spec format (or of JSON plans)
+    Schema {
+        /// The schema of `slx plan --format json` instead
+        #[arg(long)]
+        plan: bool,
+    },
 }
 
 /// Runs the command line; returns the process exit code.
@@ -244,8 +290,8 @@ fn report_error(e: &anyhow::Error) {
 async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
     let g = cli.global;
     match cli.command {
-        Command::Schema => {
-            print!("{}", spec::json_schema());
+        Command::Schema { plan } => {
+            print!("{}", if plan { plan::json_schema() } else { spec::json_schema() });
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { spec: s, format } => {
@@ -339,18 +385,39 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan { spec: s, format, detailed_exitcode, out, adopt } => {
+        Command::Plan { spec: s, format, detailed_exitcode, fail_on_drift, drift_only, out, adopt } => {
             let ctx = Session::prepare(&g, &s).await?;
-            let plan = ctx.plan(adopt).await?;
+            let (plan, lease) = ctx.plan(adopt).await?;
+            if (drift_only || fail_on_drift) && !plan.record.found {
+                bail!(
+                    "nothing is recorded for stack {} stage {} in table {}, so changes made outside slx cannot be told from spec changes\nhint: deploy once; every deploy records what it applied",
+                    plan.stack,
+                    plan.stage,
+                    plan.record.table
+                );
+            }
+            if let Some(l) = lease.filter(|l| l.held(record::now())) {
+                eprintln!(
+                    "note: a run holds the lock: {}; this plan may be outdated when it ends",
+                    record::describe_lease(&l)
+                );
+            }
             if let Some(path) = out {
                 std::fs::write(&path, render::json(&plan))
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
-            print!("{}", render::plan(&plan, format, style));
-            step_summary(&render::markdown(&plan));
-            Ok(if detailed_exitcode && plan.has_changes() { ExitCode::from(2) } else { ExitCode::SUCCESS })
+            let view = if drift_only { plan.drift_only() } else { plan.clone() };
+            print!("{}", render::plan(&view, format, style));
+            step_summary(&render::markdown(&view));
+            Ok(if fail_on_drift && plan.has_drift() {
+                ExitCode::from(3)
+            } else if detailed_exitcode && view.has_changes() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
-        Command::Deploy { spec: s, yes, parallelism, adopt, force, skip_alarms, no_wait } => {
+        Command::Deploy { spec: s, yes, parallelism, adopt, force, skip_alarms, no_wait, plan, lock } => {
             let mut ctx = Session::prepare(&g, &s).await?;
             for r in ctx.graph.resources.iter_mut().filter(|r| r.kind == Kind::Alias) {
                 let rollout = &mut r.config["_rollout"];
@@ -362,25 +429,67 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
                     rollout["wait"] = json!(false);
                 }
             }
-            let plan = ctx.plan(adopt).await?;
-            print!("{}", render::human(&plan, style));
-            step_summary(&render::markdown(&plan));
-            if !plan.has_changes() {
-                return Ok(ExitCode::SUCCESS);
-            }
-            confirm(yes, "Apply these changes?")?;
-            ctx.apply(&plan, apply::Options { parallelism, force }).await
+            let saved = match plan {
+                Some(path) => {
+                    let text =
+                        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                    let saved: Plan = serde_json::from_str(&text).with_context(|| {
+                        format!("{} is not a plan saved by `slx plan --out`\nhint: save one with `slx plan --out plan.json`", path.display())
+                    })?;
+                    if saved.format_version != plan::FORMAT_VERSION {
+                        bail!(
+                            "{} has plan format {}, this slx reads {}\nhint: make the plan again with this version of slx",
+                            path.display(),
+                            saved.format_version,
+                            plan::FORMAT_VERSION
+                        );
+                    }
+                    Some(saved)
+                }
+                None => None,
+            };
+            let run = Run { command: "deploy", yes, adopt, saved, lock_timeout: lock.lock_timeout };
+            ctx.converge(run, apply::Options { parallelism, force }, style).await
         }
-        Command::Destroy { spec: s, yes, force, parallelism } => {
+        Command::Destroy { spec: s, yes, force, parallelism, lock } => {
             let mut ctx = Session::prepare(&g, &s).await?;
             ctx.graph = Graph::empty(&ctx.graph.stack, &ctx.graph.stage);
-            let plan = ctx.plan(false).await?;
-            print!("{}", render::human(&plan, style));
-            if !plan.has_changes() {
-                return Ok(ExitCode::SUCCESS);
+            let run = Run { command: "destroy", yes, adopt: false, saved: None, lock_timeout: lock.lock_timeout };
+            ctx.converge(run, apply::Options { parallelism, force }, style).await
+        }
+        Command::History { spec: s, limit, format } => {
+            let ctx = Session::prepare(&g, &s).await?;
+            let deployments = ctx.store.deployments(&ctx.key, limit).await?;
+            match format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({ "format_version": 1, "deployments": deployments }))?
+                ),
+                _ => {
+                    let lease = ctx.store.lease(&ctx.key).await?.filter(|l| l.held(record::now()));
+                    print!("{}", render::history(&ctx.key, &deployments, lease.as_ref()))
+                }
             }
-            confirm(yes, &format!("Delete everything in stack {} stage {}?", plan.stack, plan.stage))?;
-            ctx.apply(&plan, apply::Options { parallelism, force }).await
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Unlock { spec: s, force } => {
+            let ctx = Session::prepare(&g, &s).await?;
+            let held = ctx.store.lease(&ctx.key).await?.filter(|l| l.held(record::now()));
+            let Some(held) = held else {
+                eprintln!("stack {} stage {} is not locked", ctx.key.stack, ctx.key.stage);
+                return Ok(ExitCode::SUCCESS);
+            };
+            if !force {
+                bail!(
+                    "stack {} stage {} is locked by {}\nhint: if that run is dead, pass --force to break the lock; breaking a live run's lock lets two runs collide",
+                    ctx.key.stack,
+                    ctx.key.stage,
+                    record::describe_lease(&held)
+                );
+            }
+            ctx.store.unlock(&ctx.key, None).await?;
+            eprintln!("broke the lock held by {}", record::describe_lease(&held));
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -470,8 +579,20 @@ fn confirm(yes: bool, question: &str) -> Result<()> {
 struct Session {
     graph: Graph,
     provider: Arc<dyn Provider>,
+    store: Arc<dyn Store>,
+    key: Key,
     identity: Identity,
     verbose: u8,
+}
+
+/// How a deploy or destroy goes about its plan.
+struct Run {
+    command: &'static str,
+    yes: bool,
+    adopt: bool,
+    /// A plan saved by `slx plan --out`, to apply exactly.
+    saved: Option<Plan>,
+    lock_timeout: std::time::Duration,
 }
 
 impl Session {
@@ -484,18 +605,141 @@ impl Session {
             .or_else(|| loaded.spec.stages.get(&s.stage).and_then(|st| st.region.clone()))
             .or_else(|| loaded.spec.region.clone());
         let opts = AwsOptions { region, profile: g.profile.clone(), endpoint_url: g.endpoint_url.clone() };
-        let provider: Arc<dyn Provider> = Arc::new(Aws::connect(&opts).await?);
+        let aws = Aws::connect(&opts).await?;
+        let store: Arc<dyn Store> = Arc::new(aws.record(&g.state_table));
+        let provider: Arc<dyn Provider> = Arc::new(aws);
         let identity = provider.identity().await?;
-        Ok(Session { graph, provider, identity, verbose: g.verbose })
+        let key = Key { stack: graph.stack.clone(), stage: graph.stage.clone() };
+        Ok(Session { graph, provider, store, key, identity, verbose: g.verbose })
     }
 
-    async fn plan(&self, adopt: bool) -> Result<Plan> {
+    /// Reads live state, the record and the lock together, then plans. Never locks.
+    async fn plan(&self, adopt: bool) -> Result<(Plan, Option<Lease>)> {
         let started = std::time::Instant::now();
-        let state = live::read(self.provider.clone(), &self.graph).await?;
+        let (state, record, lease) = tokio::try_join!(
+            live::read(self.provider.clone(), &self.graph),
+            Record::load(self.store.as_ref(), &self.key),
+            self.store.lease(&self.key),
+        )?;
         if self.verbose > 0 {
             eprintln!("read live state in {:.2}s", started.elapsed().as_secs_f64());
         }
-        plan::plan(&self.graph, &state, &self.identity, plan::Options { adopt }).map_err(|ds| Diagnostics(ds).into())
+        let plan = plan::plan(&self.graph, &state, &self.identity, plan::Options { adopt, record: &record })
+            .map_err(Diagnostics)?;
+        Ok((plan, lease))
+    }
+
+    /// Plans, confirms and takes the lock, then applies under it. The plan is
+    /// made before locking (a no-op writes nothing) and the lock is only taken
+    /// at the generation that plan saw: if another run got in between, plan again.
+    async fn converge(&self, run: Run, opts: apply::Options, style: Style) -> Result<ExitCode> {
+        let deadline = std::time::Instant::now() + run.lock_timeout;
+        let mut announced = false;
+        let mut shown: Option<Plan> = None;
+        let (plan, lock) = loop {
+            let (plan, lease) = self.plan(run.adopt).await?;
+            if let Some(held) = lease.as_ref().filter(|l| l.held(record::now())) {
+                record::wait_for(&self.key, held, deadline, &mut announced).await?;
+                continue;
+            }
+            if let Some(saved) = &run.saved {
+                let moved = saved.moved(&plan);
+                if !moved.is_empty() {
+                    bail!(
+                        "AWS or the spec changed since the plan was made; nothing was applied:\n  {}\nhint: make and review a new plan with `slx plan --out FILE`, then deploy that",
+                        moved.join("\n  ")
+                    );
+                }
+            }
+            if shown.as_ref() != Some(&plan) {
+                print!("{}", render::human(&plan, style));
+                step_summary(&render::markdown(&plan));
+                if !plan.has_changes() && !plan.has_record_work() {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                if plan.has_changes() && run.saved.is_none() {
+                    let question = if run.command == "destroy" {
+                        format!("Delete everything in stack {} stage {}?", plan.stack, plan.stage)
+                    } else {
+                        "Apply these changes?".to_string()
+                    };
+                    confirm(run.yes, &question)?;
+                }
+                shown = Some(plan.clone());
+            }
+            self.store.ensure().await?;
+            let seen = lease.map_or(0, |l| l.generation);
+            match Lock::try_take(self.store.clone(), &self.key, run.command, seen).await? {
+                Ok(lock) => break (plan, lock),
+                Err(Attempt::Held(held)) => record::wait_for(&self.key, &held, deadline, &mut announced).await?,
+                Err(_) => eprintln!(
+                    "another run changed stack {} stage {} meanwhile; planning again",
+                    self.key.stack, self.key.stage
+                ),
+            }
+        };
+        let outcome = self.apply_locked(&plan, &lock, run.command, opts).await;
+        let released = lock.release().await;
+        let code = outcome?;
+        released.context("cannot release the deployment lock")?;
+        Ok(code)
+    }
+
+    /// Applies `plan` while holding `lock`: history item, record per step, record sync.
+    async fn apply_locked(&self, plan: &Plan, lock: &Lock, command: &str, opts: apply::Options) -> Result<ExitCode> {
+        let mut deployment = record::start_deployment(command, render::summary_counts(plan));
+        self.store.put_deployment(&self.key, &deployment).await.context("cannot write the deployment history")?;
+        let recorder =
+            Arc::new(Recorder { store: self.store.clone(), key: self.key.clone(), deployment: deployment.id.clone() });
+        let report = if plan.has_changes() {
+            let progress = Lines::new(plan);
+            if github_actions() {
+                println!("::group::Apply {} changes", plan.actions.iter().filter(|a| a.action != Change::NoOp).count());
+            }
+            let hooks = Hooks { progress: &progress, recorder: Some(recorder.clone()), stop: Box::pin(lock.lost()) };
+            let report = self.apply(plan, opts, hooks).await;
+            progress.done();
+            if github_actions() {
+                println!("::endgroup::");
+            }
+            report
+        } else {
+            Report::default()
+        };
+        let synced = self.sync_record(plan, &recorder).await;
+        deployment.finished = Some(record::timestamp(record::now()));
+        deployment.result = match (report.interrupted, report.succeeded() && synced.is_ok()) {
+            (true, _) => "interrupted",
+            (false, true) => "succeeded",
+            (false, false) => "failed",
+        }
+        .to_string();
+        self.store.put_deployment(&self.key, &deployment).await.context("cannot write the deployment history")?;
+        synced?;
+        if plan.has_changes() {
+            print!("{}", render::report(&report));
+            let websockets = self.graph.outputs(&report.facts).get("websockets").cloned();
+            if let Some(ws) = websockets.filter(|w| w.as_object().is_some_and(|m| !m.is_empty())) {
+                print!("\n{}", render::outputs(&json!({ "websockets": ws })));
+            }
+        } else {
+            eprintln!("recorded {} unchanged resources in {}", plan.record.sync.len(), plan.record.table);
+        }
+        Ok(if report.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    }
+
+    /// Writes record entries for unchanged resources the record lacks, and
+    /// drops entries for what exists in neither the spec nor AWS.
+    async fn sync_record(&self, plan: &Plan, recorder: &Recorder) -> Result<()> {
+        for address in &plan.record.sync {
+            let Some(a) = plan.actions.iter().find(|a| &a.address == address) else { continue };
+            let config = a.after.clone().unwrap_or_default();
+            recorder.applied(&a.address, a.kind, &a.name, &config).await?;
+        }
+        for address in &plan.record.forget {
+            recorder.removed(address).await?;
+        }
+        Ok(())
     }
 
     fn facts(&self) -> Facts {
@@ -506,28 +750,14 @@ impl Session {
         }
     }
 
-    async fn apply(&self, plan: &Plan, opts: apply::Options) -> Result<ExitCode> {
+    async fn apply(&self, plan: &Plan, opts: apply::Options, hooks: Hooks<'_>) -> Report {
         let mut facts = self.facts();
         for a in &plan.actions {
             if let (Some(b), true) = (&a.before, a.action != Change::Delete) {
                 facts.outputs.insert(a.address.clone(), b.outputs.clone());
             }
         }
-        let progress = Lines::new(plan);
-        if github_actions() {
-            println!("::group::Apply {} changes", plan.actions.iter().filter(|a| a.action != Change::NoOp).count());
-        }
-        let report = apply::apply(self.provider.clone(), &self.graph, plan, facts, opts, &progress).await;
-        progress.done();
-        if github_actions() {
-            println!("::endgroup::");
-        }
-        print!("{}", render::report(&report));
-        let websockets = self.graph.outputs(&report.facts).get("websockets").cloned();
-        if let Some(ws) = websockets.filter(|w| w.as_object().is_some_and(|m| !m.is_empty())) {
-            print!("\n{}", render::outputs(&json!({ "websockets": ws })));
-        }
-        Ok(if report.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        apply::apply(self.provider.clone(), &self.graph, plan, facts, opts, hooks).await
     }
 }
 

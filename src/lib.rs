@@ -12,6 +12,7 @@ pub mod live;
 pub mod package;
 pub mod plan;
 pub mod provider;
+pub mod record;
 pub mod render;
 pub mod resource;
 pub mod rollout;

@@ -8,15 +8,19 @@ use crate::diag::Diagnostic;
 use crate::graph::{Graph, UNKNOWN};
 use crate::live::LiveState;
 use crate::provider::{Identity, planned_calls};
+use crate::record::{Cause, Record, classify};
 use crate::resource::{Kind, Live, Owner};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
 pub const FORMAT_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// What `slx deploy` would change for one stack and stage (`slx plan --format json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct Plan {
+    /// Bumped when a field changes meaning or goes away.
     pub format_version: u32,
     pub stack: String,
     pub stage: String,
@@ -25,9 +29,28 @@ pub struct Plan {
     /// In apply order: creates and updates in dependency order, then deletes.
     pub actions: Vec<Action>,
     pub summary: Summary,
+    /// What the deployment record contributed.
+    #[serde(default)]
+    pub record: RecordNote,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+/// The deployment record's part in a plan.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+pub struct RecordNote {
+    /// The DynamoDB table holding the record.
+    pub table: String,
+    /// False: nothing is recorded for this stack and stage yet, so the plan is
+    /// two-way (spec against live) and names no causes.
+    pub found: bool,
+    /// Unchanged resources whose record entry is missing or out of date; deploy writes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sync: Vec<String>,
+    /// Record entries for resources in neither the spec nor AWS; deploy drops them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forget: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Change {
     Create,
@@ -50,13 +73,18 @@ impl Change {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// One resource's change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct Action {
     pub address: String,
     pub kind: Kind,
     /// Physical name in AWS (the new one, for a replace).
     pub name: String,
     pub action: Change,
+    /// Why: the spec changed, AWS was changed by hand (drift), both
+    /// (conflict), or an orphan. Absent for no-ops and in two-way plans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
     /// Field-level differences, dotted paths (`environment.TABLE`).
     pub fields: Vec<FieldDiff>,
     pub depends_on: Vec<String>,
@@ -90,7 +118,8 @@ impl Action {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// One differing field: `before` is live, `after` the spec.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct FieldDiff {
     pub field: String,
     pub before: Value,
@@ -98,27 +127,146 @@ pub struct FieldDiff {
     /// Changing this field forces a replacement.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forces_replacement: bool,
+    /// Who moved the field since the last deploy; absent in two-way plans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
+    /// The value slx last applied, for a conflict (spec and live both moved from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded: Option<Value>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+/// Counts of actions by change and, for three-way plans, by cause.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 pub struct Summary {
     pub create: usize,
     pub update: usize,
     pub replace: usize,
     pub delete: usize,
     pub no_op: usize,
+    #[serde(default)]
+    pub spec: usize,
+    #[serde(default)]
+    pub drift: usize,
+    #[serde(default)]
+    pub conflict: usize,
+    #[serde(default)]
+    pub orphan: usize,
 }
 
-impl Plan {
-    pub fn has_changes(&self) -> bool {
-        self.actions.iter().any(|a| a.action != Change::NoOp)
+impl Summary {
+    fn of(actions: &[Action]) -> Summary {
+        let mut s = Summary::default();
+        for a in actions {
+            match a.action {
+                Change::Create => s.create += 1,
+                Change::Update => s.update += 1,
+                Change::Replace => s.replace += 1,
+                Change::Delete => s.delete += 1,
+                Change::NoOp => s.no_op += 1,
+            }
+            match a.cause {
+                Some(Cause::Spec) => s.spec += 1,
+                Some(Cause::Drift) => s.drift += 1,
+                Some(Cause::Conflict) => s.conflict += 1,
+                Some(Cause::Orphan) => s.orphan += 1,
+                None => {}
+            }
+        }
+        s
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Options {
+impl Plan {
+    /// Whether applying would change AWS.
+    pub fn has_changes(&self) -> bool {
+        self.actions.iter().any(|a| a.action != Change::NoOp)
+    }
+
+    /// Whether anything was changed outside slx (drift or conflict).
+    pub fn has_drift(&self) -> bool {
+        self.actions.iter().any(|a| a.cause.is_some_and(Cause::is_drift))
+    }
+
+    /// Whether a deploy has record entries to write or drop besides its actions.
+    pub fn has_record_work(&self) -> bool {
+        !self.record.sync.is_empty() || !self.record.forget.is_empty()
+    }
+
+    /// Only what changed outside slx: drifted and conflicting actions, with
+    /// just their drifted and conflicting fields.
+    pub fn drift_only(&self) -> Plan {
+        let mut plan = self.clone();
+        plan.actions.retain(|a| a.cause.is_some_and(Cause::is_drift));
+        for a in &mut plan.actions {
+            if a.fields.iter().any(|f| f.cause.is_some()) {
+                a.fields.retain(|f| f.cause.is_some_and(Cause::is_drift));
+            }
+        }
+        plan.summary = Summary::of(&plan.actions);
+        plan
+    }
+
+    /// How `fresh` differs from this (saved) plan, one line per difference;
+    /// empty when applying this plan now does exactly what it says.
+    pub fn moved(&self, fresh: &Plan) -> Vec<String> {
+        let mut out = Vec::new();
+        for (what, a, b) in [
+            ("stack", &self.stack, &fresh.stack),
+            ("stage", &self.stage, &fresh.stage),
+            ("account", &self.account, &fresh.account),
+            ("region", &self.region, &fresh.region),
+        ] {
+            if a != b {
+                out.push(format!("the plan is for {what} {a}, not {b}"));
+            }
+        }
+        let key = |a: &Action| (a.address.clone(), a.action == Change::Delete);
+        let saved: BTreeMap<_, &Action> = self.actions.iter().map(|a| (key(a), a)).collect();
+        let now: BTreeMap<_, &Action> = fresh.actions.iter().map(|a| (key(a), a)).collect();
+        for (k, s) in &saved {
+            match now.get(k) {
+                None => out.push(format!("{}: planned {}, now nothing to do", s.address, s.action.as_str())),
+                Some(n) if n.action != s.action => {
+                    out.push(format!("{}: planned {}, now {}", s.address, s.action.as_str(), n.action.as_str()))
+                }
+                Some(n) => {
+                    let fields = |a: &Action| -> Vec<(String, Value, Value)> {
+                        a.fields.iter().map(|f| (f.field.clone(), f.before.clone(), f.after.clone())).collect()
+                    };
+                    for f in &n.fields {
+                        if !fields(s).contains(&(f.field.clone(), f.before.clone(), f.after.clone())) {
+                            out.push(format!(
+                                "{}: {} is now {} → {}",
+                                s.address,
+                                f.field,
+                                crate::render::value(&f.before),
+                                crate::render::value(&f.after)
+                            ));
+                        }
+                    }
+                    for f in &s.fields {
+                        if !n.fields.iter().any(|x| x.field == f.field) {
+                            out.push(format!("{}: {} no longer differs", s.address, f.field));
+                        }
+                    }
+                }
+            }
+        }
+        for (k, n) in &now {
+            if !saved.contains_key(k) && n.action != Change::NoOp {
+                out.push(format!("{}: now {}, which the plan does not include", n.address, n.action.as_str()));
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options<'a> {
     /// Take over existing resources that slx did not tag.
     pub adopt: bool,
+    /// What slx last applied; makes the plan three-way.
+    pub record: &'a Record,
 }
 
 /// Fields that cannot change in place.
@@ -164,6 +312,8 @@ pub fn diff(kind: Kind, before: &Value, after: &Value) -> Vec<FieldDiff> {
                 field: k.clone(),
                 before: bv,
                 after: av,
+                cause: None,
+                recorded: None,
             })
         })
         .collect()
@@ -172,14 +322,19 @@ pub fn diff(kind: Kind, before: &Value, after: &Value) -> Vec<FieldDiff> {
 /// Compares the graph with live state. Errors list every resource slx may not touch.
 pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Result<Plan, Vec<Diagnostic>> {
     let facts = live.facts(id);
+    let record = opts.record;
     let mut actions = Vec::new();
     let mut errors = Vec::new();
+    let mut note = RecordNote { table: record.table.clone(), found: record.found, ..Default::default() };
     for r in &graph.resources {
         let (after, _unknown) = graph.resolve(&r.config, &facts);
         let depends_on: Vec<String> = r.deps.iter().cloned().collect();
         let previous =
             live.orphans.iter().find(|o| o.kind == r.kind && o.owner().is_some_and(|ow| ow.address == r.address));
-        let (action, before, fields, adopt) = match live.desired.get(&r.address) {
+        let entry = record.entry(&r.address);
+        // In a three-way plan, a resource slx has not recorded yet is the spec's doing.
+        let spec_cause = record.found.then_some(Cause::Spec);
+        let (action, before, mut fields, adopt) = match live.desired.get(&r.address) {
             None => match previous {
                 Some(old) => {
                     let fields = diff(r.kind, &old.config, &after);
@@ -205,7 +360,18 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
                     );
                     continue;
                 }
-                let fields = diff(r.kind, &l.config, &after);
+                let mut fields = diff(r.kind, &l.config, &after);
+                if let Some(e) = entry {
+                    let mut recorded = BTreeMap::new();
+                    flatten("", &e.config, &mut recorded);
+                    for f in &mut fields {
+                        let was = recorded.get(&f.field).unwrap_or(&Value::Null);
+                        f.cause = classify(&f.after, Some(was), &f.before);
+                        if f.cause == Some(Cause::Conflict) {
+                            f.recorded = Some(was.clone());
+                        }
+                    }
+                }
                 let change = if fields.is_empty() {
                     Change::NoOp
                 } else if fields.iter().any(|f| f.forces_replacement) {
@@ -216,6 +382,22 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
                 (change, Some(l.clone()), fields, adopt)
             }
         };
+        for f in fields.iter_mut().filter(|f| f.cause.is_none()) {
+            f.cause = spec_cause;
+        }
+        let cause = match action {
+            Change::NoOp => None,
+            // Recorded as applied, yet gone: deleted outside slx.
+            Change::Create if entry.is_some() => Some(Cause::Drift),
+            Change::Create => spec_cause,
+            _ => fields.iter().filter_map(|f| f.cause).max().or(spec_cause),
+        };
+        if action == Change::NoOp {
+            let stale = entry.is_none_or(|e| e.name != r.name || !same_state(&e.config, &after));
+            if stale {
+                note.sync.push(r.address.clone());
+            }
+        }
         let data_loss = (action == Change::Replace).then(|| before.as_ref().and_then(|b| b.data.clone())).flatten();
         let calls = match action {
             Change::Create => planned_calls(r.kind, "create", &[]),
@@ -234,6 +416,7 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
             kind: r.kind,
             name: r.name.clone(),
             action,
+            cause,
             fields,
             depends_on,
             calls,
@@ -249,11 +432,17 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
         if graph.get(&address).is_some_and(|r| r.kind == o.kind) {
             continue; // the old half of a replace, handled above
         }
+        let cause = match record.entry(&address) {
+            _ if !record.found => None,
+            Some(_) => Some(Cause::Spec),
+            None => Some(Cause::Orphan),
+        };
         actions.push(Action {
             address,
             kind: o.kind,
             name: o.name.clone(),
             action: Change::Delete,
+            cause,
             fields: diff(o.kind, &o.config, &Value::Null),
             depends_on: Vec::new(),
             calls: planned_calls(o.kind, "delete", &[]),
@@ -266,6 +455,10 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
     }
     if !errors.is_empty() {
         return Err(errors);
+    }
+    if record.found {
+        let known: std::collections::BTreeSet<&str> = actions.iter().map(|a| a.address.as_str()).collect();
+        note.forget = record.entries.keys().filter(|a| !known.contains(a.as_str())).cloned().collect();
     }
     apply_triggers(graph, &mut actions);
     for a in actions.iter_mut().filter(|a| a.kind == Kind::Alias && a.action == Change::Update) {
@@ -285,18 +478,11 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
             before: Value::Null,
             after: Value::String(format!("{}{watch}", crate::rollout::describe(&steps))),
             forces_replacement: false,
+            cause: None,
+            recorded: None,
         });
     }
-    let mut summary = Summary::default();
-    for a in &actions {
-        match a.action {
-            Change::Create => summary.create += 1,
-            Change::Update => summary.update += 1,
-            Change::Replace => summary.replace += 1,
-            Change::Delete => summary.delete += 1,
-            Change::NoOp => summary.no_op += 1,
-        }
-    }
+    let summary = Summary::of(&actions);
     Ok(Plan {
         format_version: FORMAT_VERSION,
         stack: graph.stack.clone(),
@@ -305,7 +491,16 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
         account: id.account.clone(),
         actions,
         summary,
+        record: note,
     })
+}
+
+/// Whether a recorded configuration is what `desired` would record (`_`-keys aside).
+fn same_state(recorded: &Value, desired: &Value) -> bool {
+    let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
+    flatten("", recorded, &mut a);
+    flatten("", desired, &mut b);
+    a == b
 }
 
 /// A trigger ending in `.` matches every address under it; others match exactly.
@@ -315,16 +510,21 @@ fn trigger_matches(trigger: &str, address: &str) -> bool {
 
 /// Re-applies resources whose `triggers` match a change in this plan.
 fn apply_triggers(graph: &Graph, actions: &mut [Action]) {
-    let changed: Vec<String> = actions.iter().filter(|a| a.action != Change::NoOp).map(|a| a.address.clone()).collect();
+    let changed: Vec<(String, Option<Cause>)> =
+        actions.iter().filter(|a| a.action != Change::NoOp).map(|a| (a.address.clone(), a.cause)).collect();
     for a in actions.iter_mut().filter(|a| a.action != Change::Delete) {
         let Some(r) = graph.get(&a.address) else { continue };
-        let causes: Vec<String> =
-            changed.iter().filter(|c| r.triggers.iter().any(|t| trigger_matches(t, c))).cloned().collect();
-        if causes.is_empty() {
+        let hits: Vec<&(String, Option<Cause>)> =
+            changed.iter().filter(|(c, _)| r.triggers.iter().any(|t| trigger_matches(t, c))).collect();
+        if hits.is_empty() {
             continue;
         }
+        let causes: Vec<String> = hits.iter().map(|(c, _)| c.clone()).collect();
         if a.action == Change::NoOp {
             a.action = Change::Update;
+            // A redeploy after a route deleted by hand is drift, too.
+            let cause = |c: Cause| if c == Cause::Orphan { Cause::Spec } else { c };
+            a.cause = hits.iter().filter_map(|(_, c)| c.map(cause)).max();
             a.fields.push(FieldDiff {
                 field: if a.kind == Kind::Alias { "release" } else { "redeploy" }.to_string(),
                 before: Value::Null,
@@ -334,12 +534,20 @@ fn apply_triggers(graph: &Graph, actions: &mut [Action]) {
                     format!("after changes to {}", causes.join(", "))
                 }),
                 forces_replacement: false,
+                cause: None,
+                recorded: None,
             });
             let field = a.fields.last().map(|f| f.field.clone()).unwrap_or_default();
             a.calls = planned_calls(a.kind, "update", &[field]);
         }
         a.triggered_by = causes;
     }
+}
+
+/// The JSON Schema of `slx plan --format json` (and `--out`), checked in as `schemas/plan.schema.json`.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Plan);
+    serde_json::to_string_pretty(&schema).expect("schema serializes") + "\n"
 }
 
 /// Whether a planned value is only known after apply.

@@ -5,6 +5,7 @@
 
 use crate::apply::{Outcome, Report};
 use crate::plan::{Action, Change, FieldDiff, Plan, is_unknown};
+use crate::record::{Cause, Deployment, Key, Lease};
 use crate::resource::Kind;
 use serde_json::Value;
 use std::fmt::Write;
@@ -58,24 +59,70 @@ pub fn value(v: &Value) -> String {
     }
 }
 
+/// Counts by change, as the history keeps them.
+pub fn summary_counts(plan: &Plan) -> String {
+    let s = &plan.summary;
+    format!("{} to create, {} to update, {} to replace, {} to delete", s.create, s.update, s.replace, s.delete)
+}
+
+/// The one-line summary: counts by change and, in a three-way plan with changes, by cause.
 pub fn summary_line(plan: &Plan) -> String {
     let s = &plan.summary;
-    format!(
-        "Plan: {} to create, {} to update, {} to replace, {} to delete, {} unchanged.",
-        s.create, s.update, s.replace, s.delete, s.no_op
-    )
+    let mut line = format!("Plan: {}, {} unchanged.", summary_counts(plan), s.no_op);
+    if plan.record.found && plan.has_changes() {
+        let _ = write!(
+            line,
+            " By cause: {} spec, {} drift, {} conflict, {} orphan.",
+            s.spec, s.drift, s.conflict, s.orphan
+        );
+    }
+    line
+}
+
+/// Why an action is in the plan, when it is not simply the spec's doing.
+fn cause_tag(a: &Action) -> Option<&'static str> {
+    match (a.cause?, a.action) {
+        (Cause::Drift, Change::Create) => Some("drift: deleted outside slx"),
+        (Cause::Drift, _) => Some("drift"),
+        (Cause::Conflict, _) => Some("conflict"),
+        (Cause::Orphan, _) => Some("orphan: left by an interrupted run, in neither the spec nor the record"),
+        (Cause::Spec, _) => None,
+    }
+}
+
+/// Why a field differs, when it is not simply the spec's doing.
+fn field_note(f: &FieldDiff) -> String {
+    match f.cause {
+        Some(Cause::Drift) => "  (drift: changed outside slx; deploy reverts it)".to_string(),
+        Some(Cause::Conflict) => format!(
+            "  (conflict: last deployed {}; changed both in the spec and outside slx; deploy applies the spec)",
+            value(f.recorded.as_ref().unwrap_or(&Value::Null))
+        ),
+        _ => String::new(),
+    }
 }
 
 fn field_lines(out: &mut String, f: &FieldDiff, indent: &str) {
     let (b, a) = (value(&f.before), value(&f.after));
     let replace = if f.forces_replacement { " (forces replacement)" } else { "" };
+    let note = field_note(f);
     if b.len() + a.len() > 100 {
-        let _ = writeln!(out, "{indent}{}:{replace}", f.field);
+        let _ = writeln!(out, "{indent}{}:{replace}{note}", f.field);
         let _ = writeln!(out, "{indent}  - {b}");
         let _ = writeln!(out, "{indent}  + {a}");
     } else {
-        let _ = writeln!(out, "{indent}{}: {b} → {a}{replace}", f.field);
+        let _ = writeln!(out, "{indent}{}: {b} → {a}{replace}{note}", f.field);
     }
+}
+
+/// Says when a plan could not be three-way.
+fn two_way_note(plan: &Plan) -> Option<String> {
+    (!plan.record.found).then(|| {
+        format!(
+            "Nothing recorded yet for this stack and stage (table {}): two-way plan, spec against live AWS; changes made outside slx show as updates.",
+            plan.record.table
+        )
+    })
 }
 
 pub fn human(plan: &Plan, style: Style) -> String {
@@ -85,9 +132,15 @@ pub fn human(plan: &Plan, style: Style) -> String {
         "Plan for stack {}, stage {} (account {}, {})",
         plan.stack, plan.stage, plan.account, plan.region
     );
+    if let Some(note) = two_way_note(plan) {
+        let _ = writeln!(out, "{note}");
+    }
     let changes: Vec<&Action> = plan.actions.iter().filter(|a| a.action != Change::NoOp).collect();
     if changes.is_empty() {
         let _ = writeln!(out, "\nNo changes. {} resources match the spec.", plan.summary.no_op);
+        if plan.record.found && !plan.record.sync.is_empty() {
+            let _ = writeln!(out, "deploy records {} unchanged resources the record lacks.", plan.record.sync.len());
+        }
         return out;
     }
     let width = changes.iter().map(|a| a.address.len()).max().unwrap_or(0);
@@ -95,7 +148,8 @@ pub fn human(plan: &Plan, style: Style) -> String {
     for a in changes {
         let head = format!("{:>3} {:<width$}  {}", symbol(a.action), a.address, a.action.as_str());
         let adopt = if a.adopt { " (adopt existing)" } else { "" };
-        let _ = writeln!(out, "{}  {}{adopt}", style.paint(color_of(a.action), &head), a.name);
+        let tag = cause_tag(a).map(|t| format!("  [{t}]")).unwrap_or_default();
+        let _ = writeln!(out, "{}  {}{adopt}{tag}", style.paint(color_of(a.action), &head), a.name);
         if matches!(a.action, Change::Update | Change::Replace) {
             for f in &a.fields {
                 field_lines(&mut out, f, "      ");
@@ -121,25 +175,53 @@ pub fn json(plan: &Plan) -> String {
 pub fn markdown(plan: &Plan) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "### slx plan: `{}` / `{}`\n", plan.stack, plan.stage);
+    if let Some(note) = two_way_note(plan) {
+        let _ = writeln!(out, "{note}\n");
+    }
     let _ = writeln!(out, "{}\n", summary_line(plan));
     let changes: Vec<&Action> = plan.actions.iter().filter(|a| a.action != Change::NoOp).collect();
     if changes.is_empty() {
         let _ = writeln!(out, "No changes.");
         return out;
     }
-    let _ = writeln!(out, "| | Address | Action | Changes |\n|---|---|---|---|");
+    let _ = writeln!(out, "| | Address | Action | Cause | Changes |\n|---|---|---|---|---|");
     for a in changes {
         let fields = match a.action {
             Change::Update | Change::Replace => a
                 .fields
                 .iter()
-                .map(|f| format!("`{}`: `{}` → `{}`", f.field, value(&f.before), value(&f.after)).replace('|', "\\|"))
+                .map(|f| {
+                    let mut s = format!("`{}`: `{}` → `{}`", f.field, value(&f.before), value(&f.after));
+                    match f.cause {
+                        Some(Cause::Drift) => s.push_str(" (drift)"),
+                        Some(Cause::Conflict) => {
+                            let _ = write!(
+                                s,
+                                " (conflict; last deployed `{}`)",
+                                value(f.recorded.as_ref().unwrap_or(&Value::Null))
+                            );
+                        }
+                        _ => {}
+                    }
+                    s.replace('|', "\\|")
+                })
                 .collect::<Vec<_>>()
                 .join("<br>"),
             _ => String::new(),
         };
         let loss = a.data_loss.as_ref().map(|l| format!(" ⚠ {l}")).unwrap_or_default();
-        let _ = writeln!(out, "| `{}` | `{}` | {}{loss} | {fields} |", symbol(a.action), a.address, a.action.as_str());
+        let cause = match (a.cause, cause_tag(a)) {
+            (_, Some(tag)) => tag.split(':').next().unwrap_or(tag).to_string(),
+            (Some(c), None) => c.as_str().to_string(),
+            (None, None) => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "| `{}` | `{}` | {}{loss} | {cause} | {fields} |",
+            symbol(a.action),
+            a.address,
+            a.action.as_str()
+        );
     }
     out
 }
@@ -197,6 +279,31 @@ pub fn report(r: &Report) -> String {
     let _ = writeln!(out, "Applied: {done} changed, {failed} failed, {skipped} skipped.");
     if failed > 0 || skipped > 0 {
         let _ = writeln!(out, "hint: fix the cause and run the same command again; finished steps are not repeated");
+    }
+    out
+}
+
+/// The deployment history of one stack and stage, newest first.
+pub fn history(key: &Key, deployments: &[Deployment], lease: Option<&Lease>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Deployments of stack {} stage {}, newest first", key.stack, key.stage);
+    if let Some(l) = lease {
+        let _ = writeln!(out, "locked by {}", crate::record::describe_lease(l));
+    }
+    if deployments.is_empty() {
+        let _ = writeln!(out, "\nNo deployments recorded.");
+        return out;
+    }
+    let _ = writeln!(out);
+    for (i, d) in deployments.iter().enumerate() {
+        // Only the newest run can still be running, and only while someone holds the lock.
+        let result = match d.result.as_str() {
+            "running" if i == 0 && lease.is_some() => "running",
+            "running" => "did not finish",
+            other => other,
+        };
+        let commit = d.commit.as_ref().map(|c| format!("  commit {}", &c[..c.len().min(12)])).unwrap_or_default();
+        let _ = writeln!(out, "{}  {:<7}  {:<14}  {}{commit}  ({})", d.started, d.command, result, d.who, d.summary);
     }
     out
 }

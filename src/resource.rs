@@ -13,7 +13,7 @@ pub const TAG_STACK: &str = "slx:stack";
 pub const TAG_STAGE: &str = "slx:stage";
 pub const TAG_ADDRESS: &str = "slx:address";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Queue,
@@ -367,7 +367,7 @@ fn yes() -> bool {
 pub type Outputs = BTreeMap<String, String>;
 
 /// A resource as it is in AWS now.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Live {
     pub kind: Kind,
     pub name: String,

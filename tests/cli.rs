@@ -155,6 +155,7 @@ fn github_actions_gets_annotations_and_a_step_summary() {
     let run = slx_env(Some(&emu.url), &env, &["plan", "-f", example.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{run:?}");
     let md = std::fs::read_to_string(&summary).unwrap();
-    assert!(md.starts_with("### slx plan: `orders` / `dev`\n\nPlan: 9 to create, 0 to update, 0 to replace, 0 to delete, 0 unchanged.\n"), "{md}");
-    assert!(md.contains("| `+` | `function.worker` | create |"), "{md}");
+    assert!(md.starts_with("### slx plan: `orders` / `dev`\n\nNothing recorded yet for this stack and stage (table slx-state): two-way plan"), "{md}");
+    assert!(md.contains("\n\nPlan: 9 to create, 0 to update, 0 to replace, 0 to delete, 0 unchanged.\n"), "{md}");
+    assert!(md.contains("| `+` | `function.worker` | create |  |"), "{md}");
 }

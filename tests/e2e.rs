@@ -207,16 +207,27 @@ async fn queue_worker_lifecycle() {
         .unwrap();
     let run = emu.slx(&["plan", "-f", file, "--detailed-exitcode"]);
     assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stdout.contains("~ function.worker  update  orders-dev-worker\n      memory: 1024 → 512\n"), "{run:?}");
+    assert!(
+        run.stdout
+            .contains("~ function.worker  update  orders-dev-worker  [drift]\n      memory: 1024 → 512  (drift: "),
+        "{run:?}"
+    );
     assert!(run.stdout.contains("Plan: 0 to create, 1 to update, 0 to replace, 0 to delete, 8 unchanged."), "{run:?}");
     let saved = dir.path().join("plan.json");
     let md = emu.slx(&["plan", "-f", file, "--format", "markdown", "--out", saved.to_str().unwrap()]);
-    assert!(md.stdout.contains("| `~` | `function.worker` | update | `memory`: `1024` → `512` |"), "{md:?}");
+    assert!(
+        md.stdout.contains("| `~` | `function.worker` | update | drift | `memory`: `1024` → `512` (drift) |"),
+        "{md:?}"
+    );
     let plan: Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
     assert_eq!(plan["format_version"], 1);
     let action = plan["actions"].as_array().unwrap().iter().find(|a| a["address"] == "function.worker").unwrap();
     assert_eq!(action["action"], "update");
-    assert_eq!(action["fields"], serde_json::json!([{ "field": "memory", "before": 1024, "after": 512 }]));
+    assert_eq!(action["cause"], "drift");
+    assert_eq!(
+        action["fields"],
+        serde_json::json!([{ "field": "memory", "before": 1024, "after": 512, "cause": "drift" }])
+    );
     assert_eq!(action["calls"], serde_json::json!(["lambda:UpdateFunctionConfiguration"]));
     let run = emu.slx(&["deploy", "-f", file, "--yes"]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -231,11 +242,14 @@ async fn queue_worker_lifecycle() {
     emu.reset_calls();
     let run = emu.slx(&["deploy", "-f", file, "--yes"]);
     assert_eq!(run.code, 0, "{run:?}");
-    let writes: Vec<(String, String)> = emu.writes().into_iter().map(|c| (c.operation, c.path)).collect();
+    let writes: Vec<(String, String)> = emu.resource_writes().into_iter().map(|c| (c.operation, c.path)).collect();
     assert_eq!(
         writes,
         vec![("UpdateFunctionCode".to_string(), "/2015-03-31/functions/orders-dev-worker/code".to_string())]
     );
+    // Besides: take the lock, open the history item, record the function, close the history item, release.
+    let record: Vec<String> = emu.writes().into_iter().filter(|c| c.on_record()).map(|c| c.operation).collect();
+    assert_eq!(record, ["PutItem", "PutItem", "PutItem", "PutItem", "UpdateItem"]);
     let new_sha = slx::package::build(&dir.path().join("src/worker")).unwrap().sha256;
     assert_eq!(aws.function("orders-dev-worker").await.configuration().unwrap().code_sha256(), Some(new_sha.as_str()));
 

@@ -204,9 +204,15 @@ async fn order_pipeline_lifecycle() {
         .unwrap();
     let run = emu.slx(&["plan", "-f", file, "--detailed-exitcode"]);
     assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stdout.contains("~ event_source.ingest.sqs.orders  update"), "{run:?}");
-    assert!(run.stdout.contains("      enabled: false → true\n"), "{run:?}");
-    assert!(run.stdout.contains("      schedule: \"rate(1 hour)\" → \"cron(0 2 * * ? *)\"\n"), "{run:?}");
+    assert!(
+        run.stdout.contains("~ event_source.ingest.sqs.orders  update  shop-dev-ingest|sqs:shop-dev-orders  [drift]\n"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout.contains("      enabled: false → true  (drift: changed outside slx; deploy reverts it)\n"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("      schedule: \"rate(1 hour)\" → \"cron(0 2 * * ? *)\"  (drift: "), "{run:?}");
     assert_eq!(emu.slx(&["deploy", "-f", file, "--yes"]).code, 0);
     let nightly = aws.events.describe_rule().name("shop-dev-nightly-report-schedule").send().await.unwrap();
     assert_eq!(nightly.schedule_expression(), Some("cron(0 2 * * ? *)"));
@@ -221,7 +227,7 @@ async fn order_pipeline_lifecycle() {
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].uuid(), Some(uuid.as_str()), "same mapping, updated in place");
     assert_eq!(after[0].batch_size(), Some(50));
-    let writes: Vec<String> = emu.writes().into_iter().map(|c| c.operation).collect();
+    let writes: Vec<String> = emu.resource_writes().into_iter().map(|c| c.operation).collect();
     assert_eq!(writes, vec!["PUT /2015-03-31/event-source-mappings/".to_string() + &uuid]);
 
     // Changing a key replaces the table, and the plan says so loudly.
@@ -249,7 +255,10 @@ async fn order_pipeline_lifecycle() {
     assert!(aws.dynamodb.describe_table().table_name("shop-dev-orders").send().await.is_ok());
     let run = emu.slx(&["destroy", "-f", file, "--yes", "--force"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(aws.dynamodb.list_tables().send().await.unwrap().table_names().is_empty());
+    assert!(
+        aws.dynamodb.list_tables().send().await.unwrap().table_names() == ["slx-state"],
+        "only the deployment record table is left"
+    );
     assert!(aws.lambda.list_event_source_mappings().send().await.unwrap().event_source_mappings().is_empty());
     assert!(aws.events.list_rules().send().await.unwrap().rules().is_empty());
     let buses = aws.events.list_event_buses().send().await.unwrap();

@@ -166,6 +166,9 @@ async fn websocket_chat_lifecycle() {
     let run = emu.slx(&["destroy", "-f", file, "--yes"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(api.get_apis().send().await.unwrap().items().is_empty());
-    assert!(dynamodb.list_tables().send().await.unwrap().table_names().is_empty());
+    assert!(
+        dynamodb.list_tables().send().await.unwrap().table_names() == ["slx-state"],
+        "only the deployment record table is left"
+    );
     assert!(lambda.list_functions().send().await.unwrap().functions().is_empty());
 }

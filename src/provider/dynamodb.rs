@@ -318,3 +318,276 @@ pub(super) async fn delete(c: &Client, prior: &Live, force: bool) -> Result<()> 
     }
     deleted(c.delete_table().table_name(name).send().await, "ResourceNotFoundException", "dynamodb:DeleteTable")
 }
+
+// The deployment record (see `crate::record`): items keyed by `pk` = stack#stage
+// and `sk` = `applied#{address}`, `deploy#{id}` or `lock`.
+
+use crate::record::{Attempt, Deployment, Entry, Key, Lease, Store};
+use aws_sdk_dynamodb::types::AttributeValue;
+use std::collections::HashMap;
+
+/// The record table, on DynamoDB.
+pub struct RecordTable {
+    pub(super) client: Client,
+    pub(super) table: String,
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn get_s(item: &Item, k: &str) -> Option<String> {
+    item.get(k).and_then(|v| v.as_s().ok()).cloned()
+}
+
+fn get_n(item: &Item, k: &str) -> u64 {
+    item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or_default()
+}
+
+fn keyed(key: &Key, sk: String) -> Item {
+    HashMap::from([("pk".to_string(), s(key.partition())), ("sk".to_string(), s(sk))])
+}
+
+/// A JSON document stored as one string attribute.
+fn doc<T: serde::Serialize>(v: &T) -> Result<AttributeValue> {
+    Ok(s(serde_json::to_string(v)?))
+}
+
+fn from_doc<T: serde::de::DeserializeOwned>(item: &Item) -> Result<T> {
+    let text = get_s(item, "doc").context("record item has no `doc`")?;
+    serde_json::from_str(&text).context("unreadable record item")
+}
+
+fn lease_of(item: &Item) -> Lease {
+    Lease {
+        holder: get_s(item, "holder").unwrap_or_default(),
+        operation: get_s(item, "operation").unwrap_or_default(),
+        token: get_s(item, "token").unwrap_or_default(),
+        acquired: get_n(item, "acquired"),
+        expires: get_n(item, "expires"),
+        generation: get_n(item, "generation"),
+    }
+}
+
+impl RecordTable {
+    /// Every item of a partition whose sort key starts with `prefix`, in key order.
+    async fn query(
+        &self,
+        key: &Key,
+        prefix: &str,
+        newest_first: bool,
+        limit: Option<usize>,
+    ) -> Result<Option<Vec<Item>>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(key.partition()))
+                .expression_attribute_values(":prefix", s(prefix))
+                .scan_index_forward(!newest_first)
+                .consistent_read(true)
+                .set_limit(limit.map(|l| l as i32))
+                .set_exclusive_start_key(start)
+                .send()
+                .await;
+            let page = match page {
+                Ok(p) => p,
+                Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
+                Err(e) => return Err(aws_error("dynamodb:Query", &e)),
+            };
+            out.extend(page.items().iter().cloned());
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() || limit.is_some_and(|l| out.len() >= l) {
+                return Ok(Some(out));
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for RecordTable {
+    fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn ensure(&self) -> Result<()> {
+        let c = &self.client;
+        match c.describe_table().table_name(&self.table).send().await {
+            Ok(_) => return wait_active(c, &self.table).await,
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {}
+            Err(e) => return Err(aws_error("dynamodb:DescribeTable", &e)),
+        }
+        let attr = |name: &str| {
+            AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build()
+        };
+        let key = |name: &str, t: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(t).build();
+        let created = c
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("pk")?)
+            .attribute_definitions(attr("sk")?)
+            .key_schema(key("pk", KeyType::Hash)?)
+            .key_schema(key("sk", KeyType::Range)?)
+            .tags(Tag::builder().key("slx:record").value("true").build()?)
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            // Another run created it first.
+            Err(e) if error_code(&e) == Some("ResourceInUseException") => {}
+            Err(e) => {
+                return Err(aws_error("dynamodb:CreateTable", &e))
+                    .with_context(|| format!("cannot create the deployment record table {}", self.table));
+            }
+        }
+        wait_active(c, &self.table).await?;
+        set_pitr(c, &self.table, true).await
+    }
+
+    async fn entries(&self, key: &Key) -> Result<Option<Vec<Entry>>> {
+        let Some(items) = self.query(key, "applied#", false, None).await? else { return Ok(None) };
+        items.iter().map(from_doc).collect::<Result<Vec<Entry>>>().map(Some)
+    }
+
+    async fn put_entry(&self, key: &Key, entry: &Entry) -> Result<()> {
+        let mut item = keyed(key, format!("applied#{}", entry.address));
+        item.insert("doc".to_string(), doc(entry)?);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| aws_error("dynamodb:PutItem", &e))?;
+        Ok(())
+    }
+
+    async fn remove_entry(&self, key: &Key, address: &str) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(keyed(key, format!("applied#{address}"))))
+            .send()
+            .await
+            .map_err(|e| aws_error("dynamodb:DeleteItem", &e))?;
+        Ok(())
+    }
+
+    async fn put_deployment(&self, key: &Key, d: &Deployment) -> Result<()> {
+        let mut item = keyed(key, format!("deploy#{}", d.id));
+        item.insert("doc".to_string(), doc(d)?);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| aws_error("dynamodb:PutItem", &e))?;
+        Ok(())
+    }
+
+    async fn deployments(&self, key: &Key, limit: usize) -> Result<Vec<Deployment>> {
+        let items = self.query(key, "deploy#", true, Some(limit)).await?.unwrap_or_default();
+        items.iter().take(limit).map(from_doc).collect()
+    }
+
+    async fn lease(&self, key: &Key) -> Result<Option<Lease>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(keyed(key, "lock".to_string())))
+            .consistent_read(true)
+            .send()
+            .await;
+        match out {
+            Ok(o) => Ok(o.item().map(lease_of)),
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(None),
+            Err(e) => Err(aws_error("dynamodb:GetItem", &e)),
+        }
+    }
+
+    async fn try_lock(&self, key: &Key, lease: &Lease, seen: u64, now: u64) -> Result<Attempt> {
+        let mut item = keyed(key, "lock".to_string());
+        item.insert("holder".to_string(), s(&lease.holder));
+        item.insert("operation".to_string(), s(&lease.operation));
+        item.insert("token".to_string(), s(&lease.token));
+        item.insert("acquired".to_string(), n(lease.acquired));
+        item.insert("expires".to_string(), n(lease.expires));
+        item.insert("generation".to_string(), n(lease.generation));
+        let mut put = self.client.put_item().table_name(&self.table).set_item(Some(item));
+        put = if seen == 0 {
+            put.condition_expression("attribute_not_exists(sk)")
+        } else {
+            put.condition_expression("expires < :now AND generation = :seen")
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":seen", n(seen))
+        };
+        match put.send().await {
+            Ok(_) => return Ok(Attempt::Taken),
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {}
+            Err(e) => return Err(aws_error("dynamodb:PutItem", &e)).context("cannot take the deployment lock"),
+        }
+        Ok(match self.lease(key).await? {
+            Some(l) if l.held(now) => Attempt::Held(l),
+            _ => Attempt::Moved,
+        })
+    }
+
+    async fn renew(&self, key: &Key, token: &str, expires: u64) -> Result<bool> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(keyed(key, "lock".to_string())))
+            .update_expression("SET expires = :expires")
+            .condition_expression("#token = :token")
+            .expression_attribute_names("#token", "token")
+            .expression_attribute_values(":token", s(token))
+            .expression_attribute_values(":expires", n(expires))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(aws_error("dynamodb:UpdateItem", &e)),
+        }
+    }
+
+    async fn unlock(&self, key: &Key, token: Option<&str>) -> Result<Option<Lease>> {
+        // The item stays (expired) so its generation keeps counting.
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(keyed(key, "lock".to_string())))
+            .update_expression("SET expires = :zero")
+            .expression_attribute_values(":zero", n(0))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld);
+        req = match token {
+            Some(t) => req
+                .condition_expression("#token = :token")
+                .expression_attribute_names("#token", "token")
+                .expression_attribute_values(":token", s(t)),
+            None => req.condition_expression("attribute_exists(sk)"),
+        };
+        match req.send().await {
+            Ok(out) => Ok(out.attributes().map(lease_of)),
+            // Broken by `slx unlock --force`, or there was no lock.
+            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => Ok(None),
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(None),
+            Err(e) => Err(aws_error("dynamodb:UpdateItem", &e)),
+        }
+    }
+}

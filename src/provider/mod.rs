@@ -14,6 +14,8 @@ mod lambda;
 mod logs;
 mod sqs;
 
+pub use dynamodb::RecordTable;
+
 use crate::package::Package;
 use crate::resource::{Kind, Live, Outputs};
 use anyhow::{Context, Result, anyhow};
@@ -138,6 +140,13 @@ pub struct AwsOptions {
     pub region: Option<String>,
     pub profile: Option<String>,
     pub endpoint_url: Option<String>,
+}
+
+impl Aws {
+    /// The deployment record table of this account and region.
+    pub fn record(&self, table: &str) -> RecordTable {
+        RecordTable { client: self.dynamodb.clone(), table: table.to_string() }
+    }
 }
 
 /// The AWS implementation of [`Provider`].

@@ -24,6 +24,16 @@ pub struct Call {
     pub operation: String,
     pub write: bool,
     pub path: String,
+    /// The DynamoDB table a call addressed.
+    #[serde(default)]
+    pub table: Option<String>,
+}
+
+impl Call {
+    /// A call on slx's deployment record rather than on a stack resource.
+    pub fn on_record(&self) -> bool {
+        self.table.as_deref() == Some("slx-state")
+    }
 }
 
 impl Emulator {
@@ -65,6 +75,11 @@ impl Emulator {
 
     pub fn writes(&self) -> Vec<Call> {
         self.calls().into_iter().filter(|c| c.write).collect()
+    }
+
+    /// Writes to stack resources, leaving out the deployment record's.
+    pub fn resource_writes(&self) -> Vec<Call> {
+        self.writes().into_iter().filter(|c| !c.on_record()).collect()
     }
 
     pub fn reset_calls(&self) {
