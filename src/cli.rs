@@ -634,12 +634,11 @@ impl Session {
     /// at the generation that plan saw: if another run got in between, plan again.
     async fn converge(&self, run: Run, opts: apply::Options, style: Style) -> Result<ExitCode> {
         let deadline = std::time::Instant::now() + run.lock_timeout;
-        let mut announced = false;
         let mut shown: Option<Plan> = None;
         let (plan, lock) = loop {
             let (plan, lease) = self.plan(run.adopt).await?;
-            if let Some(held) = lease.as_ref().filter(|l| l.held(record::now())) {
-                record::wait_for(&self.key, held, deadline, &mut announced).await?;
+            if let Some(held) = lease.clone().filter(|l| l.held(record::now())) {
+                record::wait_free(self.store.as_ref(), &self.key, held, deadline).await?;
                 continue;
             }
             if let Some(saved) = &run.saved {
@@ -671,7 +670,7 @@ impl Session {
             let seen = lease.map_or(0, |l| l.generation);
             match Lock::try_take(self.store.clone(), &self.key, run.command, seen).await? {
                 Ok(lock) => break (plan, lock),
-                Err(Attempt::Held(held)) => record::wait_for(&self.key, &held, deadline, &mut announced).await?,
+                Err(Attempt::Held(held)) => record::wait_free(self.store.as_ref(), &self.key, held, deadline).await?,
                 Err(_) => eprintln!(
                     "another run changed stack {} stage {} meanwhile; planning again",
                     self.key.stack, self.key.stage

@@ -193,10 +193,10 @@ impl Plan {
     }
 
     /// Only what changed outside slx: drifted and conflicting actions, with
-    /// just their drifted and conflicting fields.
+    /// just their drifted and conflicting fields (no-ops stay, as in any plan).
     pub fn drift_only(&self) -> Plan {
         let mut plan = self.clone();
-        plan.actions.retain(|a| a.cause.is_some_and(Cause::is_drift));
+        plan.actions.retain(|a| a.action == Change::NoOp || a.cause.is_some_and(Cause::is_drift));
         for a in &mut plan.actions {
             if a.fields.iter().any(|f| f.cause.is_some()) {
                 a.fields.retain(|f| f.cause.is_some_and(Cause::is_drift));

@@ -233,7 +233,8 @@ pub fn who() -> String {
         let repo = var("GITHUB_REPOSITORY").map(|r| format!(" {r}")).unwrap_or_default();
         return format!("{actor} (GitHub Actions run {run}{repo})");
     }
-    let user = var("USER").or_else(|| var("USERNAME")).unwrap_or_else(|| "unknown".to_string());
+    let user =
+        var("USER").or_else(|| var("LOGNAME")).or_else(|| var("USERNAME")).unwrap_or_else(|| "unknown".to_string());
     let host = var("HOSTNAME")
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
         .unwrap_or_else(|| "localhost".to_string());
@@ -267,24 +268,28 @@ pub fn describe_lease(l: &Lease) -> String {
     format!("{} ({}, since {}, lease expires {})", l.holder, l.operation, timestamp(l.acquired), timestamp(l.expires))
 }
 
-/// Fails or waits (until `deadline`) while `held` holds the lock.
-pub async fn wait_for(key: &Key, held: &Lease, deadline: std::time::Instant, announced: &mut bool) -> Result<()> {
-    if std::time::Instant::now() >= deadline {
-        bail!(
-            "stack {} stage {} is locked by {}\nhint: wait for that run to finish, pass --lock-timeout 10m to wait for it, or if it died: slx unlock --force --stage {}",
-            key.stack,
-            key.stage,
-            describe_lease(held),
-            key.stage
-        );
+/// Waits until nobody holds the lock, polling the lease; fails naming the
+/// holder once `deadline` passes.
+pub async fn wait_free(store: &dyn Store, key: &Key, held: Lease, deadline: std::time::Instant) -> Result<()> {
+    let mut held = held;
+    eprintln!("waiting for the lock held by {}", describe_lease(&held));
+    loop {
+        if std::time::Instant::now() >= deadline {
+            bail!(
+                "stack {} stage {} is locked by {}\nhint: wait for that run to finish, pass --lock-timeout 10m to wait for it, or break the lock of a dead run with `slx unlock --force --stage {}`",
+                key.stack,
+                key.stage,
+                describe_lease(&held),
+                key.stage
+            );
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+        match store.lease(key).await? {
+            Some(l) if l.held(now()) => held = l,
+            _ => return Ok(()),
+        }
     }
-    if !*announced {
-        eprintln!("waiting for the lock held by {}", describe_lease(held));
-        *announced = true;
-    }
-    let left = deadline.saturating_duration_since(std::time::Instant::now());
-    tokio::time::sleep(left.min(Duration::from_secs(2))).await;
-    Ok(())
 }
 
 /// A held lock, renewed in the background until released. `lost` resolves

@@ -192,6 +192,9 @@ pub fn markdown(plan: &Plan) -> String {
                 .iter()
                 .map(|f| {
                     let mut s = format!("`{}`: `{}` → `{}`", f.field, value(&f.before), value(&f.after));
+                    if f.forces_replacement {
+                        s.push_str(" (forces replacement)");
+                    }
                     match f.cause {
                         Some(Cause::Drift) => s.push_str(" (drift)"),
                         Some(Cause::Conflict) => {

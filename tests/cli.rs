@@ -85,6 +85,17 @@ fn checked_in_schema_is_current() {
     );
 }
 
+#[test]
+fn checked_in_plan_schema_is_current() {
+    let run = slx_with_endpoint(None, &["schema", "--plan"]);
+    assert_eq!(run.code, 0);
+    let checked_in = std::fs::read_to_string(root().join("schemas/plan.schema.json")).unwrap();
+    assert!(
+        checked_in == run.stdout,
+        "schemas/plan.schema.json is stale; regenerate it with `cargo run -- schema --plan > schemas/plan.schema.json`"
+    );
+}
+
 /// Every example validates against the schema (with an independent validator) and with slx.
 #[test]
 fn examples_validate_against_the_schema() {

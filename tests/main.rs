@@ -7,6 +7,8 @@ mod e2e;
 mod emulator;
 mod events;
 mod provider;
+mod record;
 mod releases;
+mod snapshots;
 mod spec;
 mod websocket;

@@ -104,6 +104,11 @@ impl Emulator {
     pub fn slx(&self, args: &[&str]) -> Run {
         slx_with_endpoint(Some(&self.url), args)
     }
+
+    /// Runs `slx` against this emulator with extra environment variables.
+    pub fn slx_env(&self, env: &[(&str, &str)], args: &[&str]) -> Run {
+        slx_env(Some(&self.url), env, args)
+    }
 }
 
 impl Drop for Emulator {
@@ -131,8 +136,37 @@ pub fn slx_with_endpoint(endpoint: Option<&str>, args: &[&str]) -> Run {
 
 /// Runs `slx` with extra environment variables (e.g. GitHub Actions').
 pub fn slx_env(endpoint: Option<&str>, env: &[(&str, &str)], args: &[&str]) -> Run {
+    let out = slx_command(endpoint, env, args).output().expect("slx runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Starts `slx` in the background, output captured, for tests that kill it or run several at once.
+pub fn spawn_slx(endpoint: &str, args: &[&str]) -> Child {
+    slx_command(Some(endpoint), &[], args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("slx starts")
+}
+
+/// Waits for a background `slx` and collects its output.
+pub fn finish(child: Child) -> Run {
+    let out = child.wait_with_output().expect("slx ends");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The `slx` binary with a clean AWS environment pointed at `endpoint`.
+fn slx_command(endpoint: Option<&str>, env: &[(&str, &str)], args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_slx"));
-    cmd.env_remove("GITHUB_ACTIONS").env_remove("GITHUB_STEP_SUMMARY").envs(env.iter().copied());
+    cmd.env_remove("GITHUB_ACTIONS").env_remove("GITHUB_STEP_SUMMARY");
+    for var in ["GITHUB_SHA", "GITHUB_ACTOR", "GITHUB_RUN_ID", "GITHUB_REPOSITORY", "SLX_STATE_TABLE"] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
     cmd.args(args)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -148,12 +182,7 @@ pub fn slx_env(endpoint: Option<&str>, env: &[(&str, &str)], args: &[&str]) -> R
     if let Some(e) = endpoint {
         cmd.env("AWS_ENDPOINT_URL", e);
     }
-    let out = cmd.output().expect("slx runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    cmd
 }
 
 /// Copies an example into a temporary directory the test may edit.
