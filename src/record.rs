@@ -390,9 +390,11 @@ impl Recorder {
 /// A new deployment history item, `running` until finished.
 pub fn start_deployment(command: &str, summary: String) -> Deployment {
     let now = now();
+    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_millis()).unwrap_or_default();
     let commit = std::env::var("GITHUB_SHA").ok().filter(|s| !s.is_empty());
     Deployment {
-        id: format!("{}-{}", timestamp(now), std::process::id()),
+        // Sorts by start time to the millisecond; the pid tells apart runs started together.
+        id: format!("{}.{millis:03}-{}", timestamp(now).trim_end_matches('Z'), std::process::id()),
         command: command.to_string(),
         who: who(),
         commit,

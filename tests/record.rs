@@ -189,6 +189,13 @@ async fn drift_conflicts_and_saved_plans() {
     assert_eq!(lines.len(), 3, "{run:?}");
     assert!(lines[0].contains("succeeded") && lines[0].contains("0 to create, 0 to update"), "{run:?}");
     assert!(lines[2].contains("commit 0123456789ab  (9 to create"), "{run:?}");
+
+    // Destroy empties the record as it deletes, and is history too.
+    let run = emu.slx(&["destroy", "-f", file, "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(entries(&db).await.is_empty(), "{:?}", entries(&db).await);
+    let history = items(&db, "deploy#").await;
+    assert_eq!((history[3]["command"].as_str(), history[3]["result"].as_str()), (Some("destroy"), Some("succeeded")));
 }
 
 #[tokio::test]
