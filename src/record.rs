@@ -389,8 +389,8 @@ impl Recorder {
 
 /// A new deployment history item, `running` until finished.
 pub fn start_deployment(command: &str, summary: String) -> Deployment {
-    let now = now();
-    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_millis()).unwrap_or_default();
+    let at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let (now, millis) = (at.as_secs(), at.subsec_millis());
     let commit = std::env::var("GITHUB_SHA").ok().filter(|s| !s.is_empty());
     Deployment {
         // Sorts by start time to the millisecond; the pid tells apart runs started together.
