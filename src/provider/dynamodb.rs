@@ -376,6 +376,20 @@ fn lease_of(item: &Item) -> Lease {
 }
 
 impl RecordTable {
+    /// Writes one item holding a JSON document.
+    async fn put_doc<T: serde::Serialize>(&self, key: &Key, sk: String, value: &T) -> Result<()> {
+        let mut item = keyed(key, sk);
+        item.insert("doc".to_string(), doc(value)?);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| aws_error("dynamodb:PutItem", &e))?;
+        Ok(())
+    }
+
     /// Every item of a partition whose sort key starts with `prefix`, in key order.
     async fn query(
         &self,
@@ -461,16 +475,7 @@ impl Store for RecordTable {
     }
 
     async fn put_entry(&self, key: &Key, entry: &Entry) -> Result<()> {
-        let mut item = keyed(key, format!("applied#{}", entry.address));
-        item.insert("doc".to_string(), doc(entry)?);
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| aws_error("dynamodb:PutItem", &e))?;
-        Ok(())
+        self.put_doc(key, format!("applied#{}", entry.address), entry).await
     }
 
     async fn remove_entry(&self, key: &Key, address: &str) -> Result<()> {
@@ -485,16 +490,7 @@ impl Store for RecordTable {
     }
 
     async fn put_deployment(&self, key: &Key, d: &Deployment) -> Result<()> {
-        let mut item = keyed(key, format!("deploy#{}", d.id));
-        item.insert("doc".to_string(), doc(d)?);
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| aws_error("dynamodb:PutItem", &e))?;
-        Ok(())
+        self.put_doc(key, format!("deploy#{}", d.id), d).await
     }
 
     async fn deployments(&self, key: &Key, limit: usize) -> Result<Vec<Deployment>> {
