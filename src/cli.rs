@@ -200,6 +200,30 @@ enum Command {
         #[arg(long, short = 'o')]
         out: Option<PathBuf>,
     },
+    /// Write a starter stack into DIR (default: the current directory)
+    Init {
+        /// Which starter (see --list)
+        #[arg(long, short = 't', default_value = crate::init::DEFAULT_TEMPLATE)]
+        template: String,
+        /// Stack name (default: from the directory's name)
+        #[arg(long)]
+        name: Option<String>,
+        /// Describe the templates and exit
+        #[arg(long)]
+        list: bool,
+        /// Overwrite files that exist
+        #[arg(long)]
+        force: bool,
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Print a shell completion script (e.g. `slx completions bash > /etc/bash_completion.d/slx`)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `slx man > ~/.local/share/man/man1/slx.1`
+    Man,
     /// Print the JSON Schema of the spec format (or of JSON plans)
     Schema {
         /// The schema of `slx plan --format json` instead
@@ -290,6 +314,31 @@ fn report_error(e: &anyhow::Error) {
 async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
     let g = cli.global;
     match cli.command {
+        Command::Init { template, name, list, force, dir } => {
+            if list {
+                print!("{}", crate::init::list());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let t = crate::init::find(&template)?;
+            let stack = name.unwrap_or_else(|| crate::init::stack_name(&dir));
+            let written = crate::init::write(t, &dir, &stack, force)?;
+            for p in &written {
+                eprintln!("wrote {}", p.display());
+            }
+            let cd = if dir == std::path::Path::new(".") { String::new() } else { format!("cd {} && ", dir.display()) };
+            eprintln!("\nstack `{stack}` from template {}. Next: {cd}slx validate && slx deploy", t.name);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "slx", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema { plan } => {
             print!("{}", if plan { plan::json_schema() } else { spec::json_schema() });
             Ok(ExitCode::SUCCESS)

@@ -8,6 +8,7 @@ pub mod apply;
 pub mod cli;
 pub mod diag;
 pub mod graph;
+pub mod init;
 pub mod live;
 pub mod package;
 pub mod plan;
