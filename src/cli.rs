@@ -227,8 +227,11 @@ enum Command {
     /// Print the JSON Schema of the spec format (or of JSON plans)
     Schema {
         /// The schema of `slx plan --format json` instead
-        #[arg(long)]
+        #[arg(long, conflicts_with = "reference")]
         plan: bool,
+        /// The spec reference as Markdown (docs/spec.md) instead
+        #[arg(long)]
+        reference: bool,
     },
 }
 
@@ -339,8 +342,13 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
             clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Schema { plan } => {
-            print!("{}", if plan { plan::json_schema() } else { spec::json_schema() });
+        Command::Schema { plan, reference } => {
+            let text = match (plan, reference) {
+                (true, _) => plan::json_schema(),
+                (_, true) => spec::reference_markdown(),
+                _ => spec::json_schema(),
+            };
+            print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { spec: s, format } => {

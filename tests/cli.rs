@@ -57,21 +57,11 @@ fn missing_spec_file_has_a_hint() {
 }
 
 #[test]
-fn unreachable_endpoint_explains_itself() {
-    let run = slx_with_endpoint(
-        Some("http://127.0.0.1:9"),
-        &["plan", "-f", root().join("examples/queue-worker/slx.yaml").to_str().unwrap()],
-    );
-    assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("cannot reach AWS"), "{run:?}");
-    assert!(run.stderr.contains("hint: check --endpoint-url"), "{run:?}");
-}
-
-#[test]
 fn help_documents_exit_codes() {
     let run = slx_with_endpoint(None, &["--help"]);
     assert_eq!(run.code, 0);
     assert!(run.stdout.contains("2  with --detailed-exitcode: the plan has changes"), "{}", run.stdout);
+    assert!(run.stdout.contains("3  with --fail-on-drift: something was changed outside slx"), "{}", run.stdout);
 }
 
 #[test]
@@ -94,6 +84,41 @@ fn checked_in_plan_schema_is_current() {
         checked_in == run.stdout,
         "schemas/plan.schema.json is stale; regenerate it with `cargo run -- schema --plan > schemas/plan.schema.json`"
     );
+}
+
+/// Every field of the spec is documented: a description in the schema, and a
+/// row in docs/spec.md, which is generated from the schema and must be current.
+#[test]
+fn every_spec_field_is_documented() {
+    let schema: serde_json::Value = serde_json::from_str(&slx::spec::json_schema()).unwrap();
+    let mut undocumented = Vec::new();
+    let mut sections = vec![("Spec".to_string(), &schema)];
+    sections.extend(schema["$defs"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v)));
+    let docs = std::fs::read_to_string(root().join("docs/spec.md")).unwrap();
+    let mut fields = 0;
+    for (name, def) in sections {
+        for (field, p) in def["properties"].as_object().into_iter().flatten() {
+            fields += 1;
+            if p["description"].as_str().is_none_or(|d| d.len() < 10) {
+                undocumented.push(format!("{name}.{field}"));
+            }
+            let section =
+                docs.split(&format!("\n## {name}\n")).nth(1).unwrap_or_default().split("\n## ").next().unwrap();
+            if !section.contains(&format!("| `{field}` |")) {
+                undocumented.push(format!("{name}.{field} (not in docs/spec.md)"));
+            }
+        }
+    }
+    assert!(fields > 100, "the walk found the fields ({fields})");
+    assert!(undocumented.is_empty(), "undocumented spec fields: {undocumented:?}");
+    assert!(
+        docs == slx::spec::reference_markdown(),
+        "docs/spec.md is stale; regenerate it with `cargo run -- schema --reference > docs/spec.md`"
+    );
+    // The facts the reference promises are in the schema editors read.
+    let memory = &schema["$defs"]["FunctionSpec"]["properties"]["memory"];
+    assert_eq!((memory["default"].as_u64(), memory["anyOf"][0]["maximum"].as_u64()), (Some(128), Some(10240)));
+    assert_eq!(memory["x-aws"], "Lambda `MemorySize` (MB)");
 }
 
 /// Every example validates against the schema (with an independent validator) and with slx.
@@ -169,4 +194,46 @@ fn github_actions_gets_annotations_and_a_step_summary() {
     assert!(md.starts_with("### slx plan: `orders` / `dev`\n\nNothing recorded yet for this stack and stage (table slx-state): two-way plan"), "{md}");
     assert!(md.contains("\n\nPlan: 9 to create, 0 to update, 0 to replace, 0 to delete, 0 unchanged.\n"), "{md}");
     assert!(md.contains("| `+` | `function.worker` | create |  |"), "{md}");
+}
+
+/// Missing credentials, a missing region and an unreachable endpoint each get their own advice.
+#[test]
+fn setup_mistakes_get_specific_advice() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    std::fs::write(dir.path().join("src/a.py"), "def h(e, c):\n    pass\n").unwrap();
+    std::fs::write(
+        dir.path().join("slx.yaml"),
+        "stack: app\nfunctions:\n  f: { handler: a.h, runtime: python3.12, code: ./src }\n",
+    )
+    .unwrap();
+    let run = |env: &[(&str, &str)]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_slx"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("HOME", dir.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+            .envs(env.iter().copied())
+            .current_dir(dir.path())
+            .arg("plan")
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let keys = [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")];
+    let (code, err) = run(&[("AWS_REGION", "us-east-1")]);
+    assert_eq!(code, Some(1));
+    assert!(err.starts_with("error: no AWS credentials found"), "{err}");
+    assert!(err.contains("\nhint: run `aws sso login`"), "{err}");
+    let (code, err) = run(&keys);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err,
+        "error: no AWS region is configured\nhint: set `region:` in the spec, pass --region, or export AWS_REGION\n"
+    );
+    let (code, err) = run(&[keys[0], keys[1], ("AWS_REGION", "us-east-1")]);
+    assert_eq!(code, Some(1));
+    assert!(err.starts_with("error: cannot reach AWS at http://127.0.0.1:1: Connection refused"), "{err}");
+    assert!(err.contains("hint: check the network and --endpoint-url / AWS_ENDPOINT_URL; for the local emulator, start it with `scripts/emulator --port 5000`"), "{err}");
 }

@@ -161,6 +161,8 @@ pub struct Aws {
     events: aws_sdk_eventbridge::Client,
     sts: aws_sdk_sts::Client,
     region: String,
+    /// The endpoint override (an emulator), for messages.
+    endpoint: Option<String>,
 }
 
 impl Aws {
@@ -195,6 +197,7 @@ impl Aws {
             events: aws_sdk_eventbridge::Client::new(config),
             sts: aws_sdk_sts::Client::new(config),
             region,
+            endpoint: config.endpoint_url().map(String::from),
         })
     }
 }
@@ -214,12 +217,23 @@ impl Provider for Aws {
 
     async fn identity(&self) -> Result<Identity> {
         let out = self.sts.get_caller_identity().send().await.map_err(|e| {
-            let base = aws_error("sts:GetCallerIdentity", &e);
-            if is_dispatch_failure(&e) {
-                base.context("cannot reach AWS\nhint: check --endpoint-url / AWS_ENDPOINT_URL, or start the emulator with `scripts/emulator --port 5000`")
-            } else {
-                base.context("cannot determine the AWS account\nhint: configure credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, or `aws sso login`)")
+            // The credentials chain reports through the dispatch error; its
+            // type lives in a crate slx does not name, so match its name.
+            if format!("{e:?}").contains("CredentialsNotLoaded") {
+                return anyhow!(
+                    "no AWS credentials found (environment, profile, web identity, container and instance metadata were tried)\nhint: run `aws sso login` or `aws configure`, set AWS_PROFILE, or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; for the local emulator any values work, e.g. `testing`"
+                );
             }
+            if is_dispatch_failure(&e) {
+                let endpoint = self.endpoint.as_ref().map(|u| format!(" at {u}")).unwrap_or_default();
+                return anyhow!(
+                    "cannot reach AWS{endpoint}: {}\nhint: check the network and --endpoint-url / AWS_ENDPOINT_URL; for the local emulator, start it with `scripts/emulator --port 5000`",
+                    short_dispatch_error(&e)
+                );
+            }
+            aws_error("sts:GetCallerIdentity", &e).context(
+                "cannot determine the AWS account\nhint: check the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, or `aws sso login`)",
+            )
         })?;
         let account = out.account().context("sts:GetCallerIdentity returned no account")?.to_string();
         Ok(Identity { account, region: self.region.clone() })
@@ -351,6 +365,17 @@ where
 {
     use aws_smithy_types::error::metadata::ProvideErrorMetadata;
     e.code()
+}
+
+/// The innermost cause of a dispatch failure ("Connection refused"), without the SDK's debug dump.
+fn short_dispatch_error<E: std::error::Error + 'static, R: std::fmt::Debug>(
+    e: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
 fn is_dispatch_failure<E, R>(e: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> bool {

@@ -9,6 +9,7 @@
 
 pub mod de;
 pub mod interp;
+mod reference;
 pub mod rules;
 pub mod validate;
 pub mod yaml;
@@ -111,6 +112,7 @@ pub struct QueueDeadLetter {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionSpec {
+    /// Free text shown in the Lambda console (Lambda `Description`, up to 256 characters).
     #[serde(default)]
     pub description: Option<String>,
     /// Entry point, e.g. `app.handler`.
@@ -131,6 +133,7 @@ pub struct FunctionSpec {
     /// /tmp size in MB (512 .. 10240).
     #[serde(default)]
     pub ephemeral_storage: Option<u32>,
+    /// Instruction set (Lambda `Architectures`): `x86_64` (default) or `arm64`.
     #[serde(default)]
     pub architecture: Option<Architecture>,
     /// Retention of the function's log group, in days (a CloudWatch Logs value such as 7, 14, 30).
@@ -174,6 +177,7 @@ pub struct FunctionSpec {
 pub struct AliasSpec {
     /// e.g. `live`.
     pub name: String,
+    /// Free text on the alias (Lambda alias `Description`).
     #[serde(default)]
     pub description: Option<String>,
     /// Pre-initialised environments kept warm on the alias.
@@ -305,8 +309,10 @@ pub struct WebsocketSpec {
     /// Stage access logs.
     #[serde(default)]
     pub access_log: Option<AccessLog>,
+    /// Free text on the API (API Gateway `Description`).
     #[serde(default)]
     pub description: Option<String>,
+    /// Extra tags; `slx:` keys are reserved.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
 }
@@ -364,7 +370,9 @@ pub enum TableAccess {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TableSpec {
+    /// The hash key (`KeySchema` HASH). Changing it replaces the table.
     pub partition_key: KeySpec,
+    /// The range key (`KeySchema` RANGE). Changing it replaces the table.
     #[serde(default)]
     pub sort_key: Option<KeySpec>,
     /// Attribute holding the expiry time (epoch seconds); enables TTL.
@@ -379,6 +387,7 @@ pub struct TableSpec {
     /// Refuse DeleteTable at the AWS level too (default false).
     #[serde(default)]
     pub deletion_protection: bool,
+    /// Extra tags; `slx:` keys are reserved.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
 }
@@ -386,6 +395,7 @@ pub struct TableSpec {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeySpec {
+    /// Attribute name.
     pub name: String,
     /// S (string), N (number) or B (binary).
     #[serde(rename = "type")]
@@ -424,6 +434,7 @@ impl StreamView {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BusSpec {
+    /// Extra tags; `slx:` keys are reserved.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
 }
@@ -447,6 +458,7 @@ pub enum EventSpec {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SqsEvent {
+    /// Name of a queue in this stack.
     pub queue: String,
     /// Records per invocation (1 .. 10000; FIFO at most 10; above 10 needs `batching_window`). Default 10.
     #[serde(default)]
@@ -483,8 +495,10 @@ pub enum StartingPosition {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailureDestination {
+    /// Name of a standard queue in this stack.
     #[serde(default)]
     pub queue: Option<String>,
+    /// An SNS topic ARN outside this stack.
     #[serde(default)]
     pub topic_arn: Option<String>,
 }
@@ -505,6 +519,7 @@ pub struct StreamSource {
     /// Records per invocation (1 .. 10000, default 100).
     #[serde(default)]
     pub batch_size: Option<u32>,
+    /// How long to gather records before invoking (`MaximumBatchingWindowInSeconds`, 0 .. 300 s).
     #[serde(default)]
     pub batching_window: Option<Duration>,
     /// Split a failing batch in two and retry each half.
@@ -522,12 +537,16 @@ pub struct StreamSource {
     /// Aggregation window (0 .. 900 s).
     #[serde(default)]
     pub tumbling_window: Option<Duration>,
+    /// The handler returns `batchItemFailures`, so only failed records are retried (`FunctionResponseTypes`).
     #[serde(default)]
     pub report_batch_item_failures: bool,
+    /// Where a description of a batch that failed every retry is sent (`DestinationConfig.OnFailure`).
     #[serde(default)]
     pub on_failure: Option<FailureDestination>,
+    /// Event patterns; only matching records invoke the function (`FilterCriteria`, at most 5).
     #[serde(default)]
     pub filter: Vec<serde_json::Value>,
+    /// Whether the mapping polls (default true); `false` pauses it without deleting it.
     #[serde(default)]
     pub enabled: Option<bool>,
 }
@@ -559,8 +578,10 @@ pub struct ScheduleRule {
     /// Constant JSON passed as the event.
     #[serde(default)]
     pub input: Option<serde_json::Value>,
+    /// Whether the rule fires (default true; EventBridge `State`).
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// Queue for events EventBridge could not deliver after its retries (target `DeadLetterConfig`).
     #[serde(default)]
     pub dead_letter: Option<RuleDeadLetter>,
     /// Delivery retries (0 .. 185).
@@ -582,18 +603,25 @@ pub struct BusEvent {
     /// Distinguishes several subscriptions of one function to one bus (part of the address).
     #[serde(default)]
     pub name: Option<String>,
+    /// Constant JSON passed instead of the event (target `Input`).
     #[serde(default)]
     pub input: Option<serde_json::Value>,
+    /// JSONPath selecting the part of the event to pass (target `InputPath`), e.g. `$.detail`.
     #[serde(default)]
     pub input_path: Option<String>,
+    /// Builds the input from parts of the event (target `InputTransformer`).
     #[serde(default)]
     pub input_transformer: Option<InputTransformer>,
+    /// Whether the rule matches events (default true; EventBridge `State`).
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// Queue for events EventBridge could not deliver after its retries (target `DeadLetterConfig`).
     #[serde(default)]
     pub dead_letter: Option<RuleDeadLetter>,
+    /// Delivery retries (target `RetryPolicy.MaximumRetryAttempts`, 0 .. 185, default 185).
     #[serde(default)]
     pub max_retries: Option<u32>,
+    /// Give up delivering after this long (target `RetryPolicy.MaximumEventAgeInSeconds`, 60 s .. 24 h, default 24 h).
     #[serde(default)]
     pub max_event_age: Option<Duration>,
 }
@@ -612,6 +640,7 @@ pub struct InputTransformer {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleDeadLetter {
+    /// Name of a standard queue in this stack; slx adds the queue policy EventBridge needs.
     pub queue: String,
 }
 
@@ -920,7 +949,14 @@ pub fn json_schema() -> String {
         "type": "string",
         "pattern": "^\\$\\{[^}]+\\}$"
     });
+    reference::annotate(&mut v);
     serde_json::to_string_pretty(&v).expect("schema serializes") + "\n"
+}
+
+/// The spec reference, `docs/spec.md`, generated from [`json_schema`].
+pub fn reference_markdown() -> String {
+    let schema: serde_json::Value = serde_json::from_str(&json_schema()).expect("the schema is JSON");
+    reference::markdown(&schema)
 }
 
 fn allow_references(v: &mut serde_json::Value) {
