@@ -110,9 +110,13 @@ pub fn parse(text: &str) -> Result<Node, Diagnostic> {
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut builder, true) {
         let m = e.marker();
-        return Err(Diagnostic::new(format!("invalid YAML: {}", e.info()))
-            .hint("check indentation and quoting near this position")
-            .at_mark(mark_of(m)));
+        // The parser's own limit trips before ours on flow collections.
+        let hint = if e.info().contains("recursion limit") {
+            format!("nesting deeper than {MAX_DEPTH} levels is not supported")
+        } else {
+            "check indentation and quoting near this position".to_string()
+        };
+        return Err(Diagnostic::new(format!("invalid YAML: {}", e.info())).hint(hint).at_mark(mark_of(m)));
     }
     if let Some(err) = builder.error {
         return Err(err);
