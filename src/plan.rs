@@ -230,11 +230,10 @@ impl Plan {
                     out.push(format!("{}: planned {}, now {}", s.address, s.action.as_str(), n.action.as_str()))
                 }
                 Some(n) => {
-                    let fields = |a: &Action| -> Vec<(String, Value, Value)> {
-                        a.fields.iter().map(|f| (f.field.clone(), f.before.clone(), f.after.clone())).collect()
-                    };
                     for f in &n.fields {
-                        if !fields(s).contains(&(f.field.clone(), f.before.clone(), f.after.clone())) {
+                        let planned =
+                            s.fields.iter().any(|x| (&x.field, &x.before, &x.after) == (&f.field, &f.before, &f.after));
+                        if !planned {
                             out.push(format!(
                                 "{}: {} is now {} → {}",
                                 s.address,
@@ -393,7 +392,8 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
             _ => fields.iter().filter_map(|f| f.cause).max().or(spec_cause),
         };
         if action == Change::NoOp {
-            let stale = entry.is_none_or(|e| e.name != r.name || !same_state(&e.config, &after));
+            // `diff` ignores `_`-keys, which the record does not keep.
+            let stale = entry.is_none_or(|e| e.name != r.name || !diff(r.kind, &e.config, &after).is_empty());
             if stale {
                 note.sync.push(r.address.clone());
             }
@@ -493,14 +493,6 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
         summary,
         record: note,
     })
-}
-
-/// Whether a recorded configuration is what `desired` would record (`_`-keys aside).
-fn same_state(recorded: &Value, desired: &Value) -> bool {
-    let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
-    flatten("", recorded, &mut a);
-    flatten("", desired, &mut b);
-    a == b
 }
 
 /// A trigger ending in `.` matches every address under it; others match exactly.
