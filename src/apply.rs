@@ -164,7 +164,7 @@ pub async fn apply(
     opts: Options,
     hooks: Hooks<'_>,
 ) -> Report {
-    let Hooks { progress, recorder, stop } = hooks;
+    let Hooks { progress, recorder, mut stop } = hooks;
     let steps = build_steps(plan);
     let mut remaining: Vec<usize> = steps.iter().map(|s| s.deps.len()).collect();
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); steps.len()];
@@ -180,7 +180,6 @@ pub async fn apply(
     let mut interrupted = false;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    let mut stop = stop;
 
     loop {
         while !interrupted && running.len() < opts.parallelism.max(1) {

@@ -453,7 +453,7 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
                     plan.record.table
                 );
             }
-            if let Some(l) = lease.filter(|l| l.held(record::now())) {
+            if let Some(l) = lease.and_then(Lease::current) {
                 eprintln!(
                     "note: a run holds the lock: {}; this plan may be outdated when it ends",
                     record::describe_lease(&l)
@@ -523,7 +523,7 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
                     serde_json::to_string_pretty(&json!({ "format_version": 1, "deployments": deployments }))?
                 ),
                 _ => {
-                    let lease = ctx.store.lease(&ctx.key).await?.filter(|l| l.held(record::now()));
+                    let lease = ctx.store.lease(&ctx.key).await?.and_then(Lease::current);
                     print!("{}", render::history(&ctx.key, &deployments, lease.as_ref()))
                 }
             }
@@ -531,7 +531,7 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
         }
         Command::Unlock { spec: s, force } => {
             let ctx = Session::prepare(&g, &s).await?;
-            let held = ctx.store.lease(&ctx.key).await?.filter(|l| l.held(record::now()));
+            let held = ctx.store.lease(&ctx.key).await?.and_then(Lease::current);
             let Some(held) = held else {
                 eprintln!("stack {} stage {} is not locked", ctx.key.stack, ctx.key.stage);
                 return Ok(ExitCode::SUCCESS);
@@ -694,7 +694,7 @@ impl Session {
         let mut shown: Option<Plan> = None;
         let (plan, lock) = loop {
             let (plan, lease) = self.plan(run.adopt).await?;
-            if let Some(held) = lease.clone().filter(|l| l.held(record::now())) {
+            if let Some(held) = lease.clone().and_then(Lease::current) {
                 record::wait_free(self.store.as_ref(), &self.key, held, deadline).await?;
                 continue;
             }

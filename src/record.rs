@@ -82,6 +82,11 @@ impl Lease {
     pub fn held(&self, now: u64) -> bool {
         self.expires >= now
     }
+
+    /// The lease if someone holds it now (`lease.and_then(Lease::current)`).
+    pub fn current(self) -> Option<Lease> {
+        self.held(now()).then_some(self)
+    }
 }
 
 /// What an attempt to take the lock found.
@@ -285,9 +290,9 @@ pub async fn wait_free(store: &dyn Store, key: &Key, held: Lease, deadline: std:
         }
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         tokio::time::sleep(left.min(Duration::from_secs(1))).await;
-        match store.lease(key).await? {
-            Some(l) if l.held(now()) => held = l,
-            _ => return Ok(()),
+        match store.lease(key).await?.and_then(Lease::current) {
+            Some(l) => held = l,
+            None => return Ok(()),
         }
     }
 }

@@ -213,11 +213,7 @@ pub fn markdown(plan: &Plan) -> String {
             _ => String::new(),
         };
         let loss = a.data_loss.as_ref().map(|l| format!(" ⚠ {l}")).unwrap_or_default();
-        let cause = match (a.cause, cause_tag(a)) {
-            (_, Some(tag)) => tag.split(':').next().unwrap_or(tag).to_string(),
-            (Some(c), None) => c.as_str().to_string(),
-            (None, None) => String::new(),
-        };
+        let cause = a.cause.map(Cause::as_str).unwrap_or_default();
         let _ = writeln!(
             out,
             "| `{}` | `{}` | {}{loss} | {cause} | {fields} |",
