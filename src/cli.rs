@@ -292,23 +292,21 @@ fn report_error(e: &anyhow::Error) {
         }
         return;
     }
-    let text = format!("{e:#}");
+    // Each layer of the chain may end in its own `\nhint: `; the messages
+    // join as `{e:#}` would join them, the hints go last.
+    let mut parts = Vec::new();
     let mut hints = Vec::new();
-    let mut message = String::new();
-    for (i, part) in text.split("\nhint: ").enumerate() {
-        if i == 0 {
-            message.push_str(part);
-        } else {
-            // A hint runs until the next context separator.
-            let (hint, rest) = part.split_once(": ").map_or((part, ""), |(h, r)| (h, r));
-            hints.push(hint.to_string());
-            if !rest.is_empty() {
-                message.push_str(": ");
-                message.push_str(rest);
+    for layer in e.chain() {
+        let text = layer.to_string();
+        match text.split_once("\nhint: ") {
+            Some((message, hint)) => {
+                parts.push(message.to_string());
+                hints.push(hint.to_string());
             }
+            None => parts.push(text),
         }
     }
-    eprintln!("error: {message}");
+    eprintln!("error: {}", parts.join(": "));
     for h in hints {
         eprintln!("hint: {h}");
     }
