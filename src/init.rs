@@ -15,7 +15,7 @@ pub struct Template {
     pub files: &'static [(&'static str, &'static str)],
 }
 
-macro_rules! file {
+macro_rules! template_file {
     ($template:literal, $path:literal) => {
         ($path, include_str!(concat!("../templates/", $template, "/", $path)))
     };
@@ -26,41 +26,45 @@ pub const TEMPLATES: &[Template] = &[
         name: "queue-worker",
         summary: "SQS queue with a dead-letter queue and a batch worker",
         files: &[
-            file!("queue-worker", "README.md"),
-            file!("queue-worker", "slx.yaml"),
-            file!("queue-worker", "src/worker/app.py"),
+            template_file!("queue-worker", "README.md"),
+            template_file!("queue-worker", "slx.yaml"),
+            template_file!("queue-worker", "src/worker/app.py"),
         ],
     },
     Template {
         name: "cron-job",
         summary: "a function on a daily schedule, failures to a queue",
-        files: &[file!("cron-job", "README.md"), file!("cron-job", "slx.yaml"), file!("cron-job", "src/job/app.py")],
+        files: &[
+            template_file!("cron-job", "README.md"),
+            template_file!("cron-job", "slx.yaml"),
+            template_file!("cron-job", "src/job/app.py"),
+        ],
     },
     Template {
         name: "event-processor",
         summary: "DynamoDB stream processing with an on-failure queue",
         files: &[
-            file!("event-processor", "README.md"),
-            file!("event-processor", "slx.yaml"),
-            file!("event-processor", "src/processor/app.py"),
+            template_file!("event-processor", "README.md"),
+            template_file!("event-processor", "slx.yaml"),
+            template_file!("event-processor", "src/processor/app.py"),
         ],
     },
     Template {
         name: "websocket-chat",
         summary: "API Gateway WebSocket routes with a connections table",
         files: &[
-            file!("websocket-chat", "README.md"),
-            file!("websocket-chat", "slx.yaml"),
-            file!("websocket-chat", "src/chat/handlers.py"),
+            template_file!("websocket-chat", "README.md"),
+            template_file!("websocket-chat", "slx.yaml"),
+            template_file!("websocket-chat", "src/chat/handlers.py"),
         ],
     },
     Template {
         name: "canary-api",
         summary: "a function released through an alias with a canary rollout",
         files: &[
-            file!("canary-api", "README.md"),
-            file!("canary-api", "slx.yaml"),
-            file!("canary-api", "src/api/app.py"),
+            template_file!("canary-api", "README.md"),
+            template_file!("canary-api", "slx.yaml"),
+            template_file!("canary-api", "src/api/app.py"),
         ],
     },
 ];

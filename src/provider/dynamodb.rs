@@ -1,13 +1,16 @@
-//! DynamoDB tables: on-demand, keys, TTL, stream, point-in-time recovery, deletion protection.
+//! DynamoDB tables: on-demand, keys, TTL, stream, point-in-time recovery,
+//! deletion protection; and the table holding slx's deployment record.
 
 use super::{Desired, Listed, aws_error, config_of, deleted, error_code, tag_changes};
+use crate::record::{Attempt, Deployment, Entry, Key, Lease, Store};
 use crate::resource::{KeyAttr, Kind, Live, Outputs, TableConfig};
 use anyhow::{Context, Result, bail};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoverySpecification, ScalarAttributeType,
-    Select, StreamSpecification, StreamViewType, TableStatus, Tag, TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoverySpecification,
+    ScalarAttributeType, Select, StreamSpecification, StreamViewType, TableStatus, Tag, TimeToLiveSpecification,
 };
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 pub(super) fn update_calls(changed: &[String]) -> Vec<&'static str> {
@@ -321,10 +324,6 @@ pub(super) async fn delete(c: &Client, prior: &Live, force: bool) -> Result<()> 
 
 // The deployment record (see `crate::record`): items keyed by `pk` = stack#stage
 // and `sk` = `applied#{address}`, `deploy#{id}` or `lock`.
-
-use crate::record::{Attempt, Deployment, Entry, Key, Lease, Store};
-use aws_sdk_dynamodb::types::AttributeValue;
-use std::collections::HashMap;
 
 /// The record table, on DynamoDB.
 pub struct RecordTable {
