@@ -1,6 +1,6 @@
 //! The command line without AWS: validation errors, exit codes, schema.
 
-use crate::support::{Emulator, root, slx_env, slx_with_endpoint, venv_python};
+use crate::support::{Emulator, check_schema, root, slx_env, slx_with_endpoint, venv_python};
 
 #[test]
 fn invalid_spec_fails_with_location_and_hint_before_any_aws_call() {
@@ -124,7 +124,6 @@ fn every_spec_field_is_documented() {
 /// Every example validates against the schema (with an independent validator) and with slx.
 #[test]
 fn examples_validate_against_the_schema() {
-    let python = venv_python();
     let mut specs = Vec::new();
     for e in std::fs::read_dir(root().join("examples")).unwrap() {
         let p = e.unwrap().path().join("slx.yaml");
@@ -132,14 +131,7 @@ fn examples_validate_against_the_schema() {
             specs.push(p);
         }
     }
-    assert!(!specs.is_empty());
-    let script = "import json, sys, yaml, jsonschema\nschema = json.load(open(sys.argv[1]))\nfor path in sys.argv[2:]:\n    jsonschema.validate(yaml.safe_load(open(path)), schema)\n    print('ok', path)\n";
-    let mut cmd = std::process::Command::new(python);
-    cmd.arg("-c").arg(script).arg(root().join("schemas/slx.schema.json"));
-    cmd.args(&specs);
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), specs.len());
+    check_schema(&root().join("schemas/slx.schema.json"), &specs.iter().map(|p| p.as_path()).collect::<Vec<_>>());
     for s in &specs {
         let run = slx_with_endpoint(None, &["validate", "-f", s.to_str().unwrap()]);
         assert_eq!(run.code, 0, "{}: {run:?}", s.display());

@@ -1,7 +1,7 @@
 //! The deployment record end to end: three-way plans, saved plans, the lock,
 //! killed deploys and history, checked through the DynamoDB and Lambda APIs.
 
-use crate::support::{Emulator, copy_example, edit, finish, root, spawn_slx, venv_python};
+use crate::support::{Emulator, check_schema, copy_example, edit, finish, root, spawn_slx};
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -44,13 +44,6 @@ async fn lock_holder(db: &aws_sdk_dynamodb::Client) -> Option<String> {
 
 async fn memory(lambda: &aws_sdk_lambda::Client, name: &str) -> Option<i32> {
     lambda.get_function_configuration().function_name(name).send().await.unwrap().memory_size()
-}
-
-/// Validates JSON documents against a schema with Python's `jsonschema`, independently of slx.
-fn check_schema(schema: &std::path::Path, docs: &[&std::path::Path]) {
-    let script = "import json, sys, jsonschema\nschema = json.load(open(sys.argv[1]))\nfor p in sys.argv[2:]:\n    jsonschema.validate(json.load(open(p)), schema)\n";
-    let out = std::process::Command::new(venv_python()).arg("-c").arg(script).arg(schema).args(docs).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //! `NAME.txt` and `NAME.md`. After an intended change, regenerate them with
 //! `SLX_UPDATE_SNAPSHOTS=1 cargo test snapshots` and review the diff.
 
-use crate::support::{root, venv_python};
+use crate::support::{check_schema, root};
 use slx::plan::Plan;
 use slx::render::{self, Style};
 use std::path::Path;
@@ -50,15 +50,9 @@ fn drift_only_view() {
 /// The fixtures are plans by the documented schema, so the snapshots show real shapes.
 #[test]
 fn fixtures_match_the_plan_schema() {
-    let script = "import json, sys, jsonschema\nschema = json.load(open(sys.argv[1]))\nfor p in sys.argv[2:]:\n    jsonschema.validate(json.load(open(p)), schema)\n";
     let dir = root().join("tests/snapshots");
-    let out = std::process::Command::new(venv_python())
-        .arg("-c")
-        .arg(script)
-        .arg(root().join("schemas/plan.schema.json"))
-        .arg(dir.join("three-way.plan.json"))
-        .arg(dir.join("two-way.plan.json"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    check_schema(
+        &root().join("schemas/plan.schema.json"),
+        &[&dir.join("three-way.plan.json"), &dir.join("two-way.plan.json")],
+    );
 }

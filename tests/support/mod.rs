@@ -219,6 +219,16 @@ pub fn venv_python() -> PathBuf {
     std::env::var_os("SLX_EMULATOR_VENV").map(PathBuf::from).unwrap_or_else(|| root().join(".venv")).join("bin/python")
 }
 
+/// Validates YAML or JSON documents against a JSON Schema with Python's
+/// `jsonschema`, independently of slx; panics naming the first violation.
+pub fn check_schema(schema: &Path, docs: &[&Path]) {
+    assert!(!docs.is_empty(), "nothing to validate");
+    let script = "import json, sys, yaml, jsonschema\nschema = json.load(open(sys.argv[1]))\nfor path in sys.argv[2:]:\n    jsonschema.validate(yaml.safe_load(open(path)), schema)\n    print('ok', path)\n";
+    let out = Command::new(venv_python()).arg("-c").arg(script).arg(schema).args(docs).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), docs.len(), "every document was checked");
+}
+
 /// Decodes IAM's URL-encoded policy documents.
 pub fn percent_decode(s: &str) -> String {
     let mut out = Vec::new();
