@@ -690,6 +690,7 @@ impl Session {
     async fn converge(&self, run: Run, opts: apply::Options, style: Style) -> Result<ExitCode> {
         let deadline = std::time::Instant::now() + run.lock_timeout;
         let mut shown: Option<Plan> = None;
+        let mut table_ready = false;
         let (plan, lock) = loop {
             let (plan, lease) = self.plan(run.adopt).await?;
             if let Some(held) = lease.clone().and_then(Lease::current) {
@@ -721,7 +722,10 @@ impl Session {
                 }
                 shown = Some(plan.clone());
             }
-            self.store.ensure().await?;
+            if !table_ready {
+                self.store.ensure().await?;
+                table_ready = true;
+            }
             let seen = lease.map_or(0, |l| l.generation);
             match Lock::try_take(self.store.clone(), &self.key, run.command, seen).await? {
                 Ok(lock) => break (plan, lock),
