@@ -11,9 +11,9 @@
 
 use crate::graph::{Facts, Graph, UNKNOWN};
 use crate::plan::{Action, Change, Plan};
-use crate::provider::{Desired, Provider};
+use crate::provider::{AlreadyExists, Desired, Provider};
 use crate::record::Recorder;
-use crate::resource::{Kind, Live, Outputs};
+use crate::resource::{Kind, Live, Outputs, Owner, Tags};
 use anyhow::{Result, bail};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
@@ -356,6 +356,38 @@ async fn run(p: Arc<dyn Provider>, t: Task, force: bool, recorder: Option<&Recor
     Ok(outputs)
 }
 
+/// Creates `desired`. When the create finds the resource already there, and it
+/// carries this stack's tags for this very address, it is what an earlier
+/// attempt made before its response was lost (the plan, read under the lock,
+/// saw nothing): it is brought to the desired configuration instead. Anything
+/// else keeps the error, so nobody else's resource is touched.
+async fn create(p: &Arc<dyn Provider>, desired: Desired<'_>) -> Result<Outputs> {
+    let err = match p.create(desired).await {
+        Ok(outputs) => return Ok(outputs),
+        Err(e) => e,
+    };
+    if !err.chain().any(|c| c.is::<AlreadyExists>()) {
+        return Err(err);
+    }
+    let wanted = serde_json::from_value::<Tags>(desired.config["tags"].clone()).ok().and_then(|t| Owner::from_tags(&t));
+    // Aliases carry no tags; they live inside a function the plan already owns.
+    let ours = |l: &Live| desired.kind == Kind::Alias || (wanted.is_some() && l.owner() == wanted);
+    let prefix = wanted.as_ref().map(|o| crate::live::prefix(&o.stack, &o.stage)).unwrap_or_default();
+    let live = crate::live::read_one(p.as_ref(), desired.kind, desired.name, &prefix).await?;
+    let Some(live) = live.filter(ours) else {
+        return Err(err.context(format!("{} exists, but not as this stack's {}", desired.name, desired.address)));
+    };
+    let mut changed: Vec<String> = crate::plan::diff(desired.kind, &live.config, desired.config)
+        .into_iter()
+        .map(|f| f.field.split('.').next().unwrap_or_default().to_string())
+        .collect();
+    changed.dedup();
+    if changed.is_empty() {
+        return Ok(live.outputs);
+    }
+    p.update(desired, &live, &changed).await
+}
+
 async fn mutate(p: Arc<dyn Provider>, t: &Task, force: bool) -> Result<Outputs> {
     let desired =
         Desired { address: &t.address, kind: t.kind, name: &t.name, config: &t.config, package: t.package.as_deref() };
@@ -365,7 +397,7 @@ async fn mutate(p: Arc<dyn Provider>, t: &Task, force: bool) -> Result<Outputs> 
             p.delete(before, force).await?;
             Ok(Outputs::new())
         }
-        (Phase::Main, Change::Create) => p.create(desired).await,
+        (Phase::Main, Change::Create) => create(&p, desired).await,
         (Phase::Main, Change::Update) => {
             p.update(desired, t.before.as_ref().expect("an update has a live resource"), &t.changed).await
         }
@@ -374,7 +406,7 @@ async fn mutate(p: Arc<dyn Provider>, t: &Task, force: bool) -> Result<Outputs> 
             if before.name == t.name {
                 p.delete(before, force).await?;
             }
-            p.create(desired).await
+            create(&p, desired).await
         }
         (Phase::Main, other) => bail!("internal: {} cannot be applied as {}", t.address, other.as_str()),
     }

@@ -37,6 +37,27 @@ pub fn prefix(stack: &str, stage: &str) -> String {
     format!("{stack}-{stage}-")
 }
 
+/// Whether reading `kind` needs its listing entry; roles are listed by path, so
+/// a same-named role elsewhere must still be found, and aliases are read by
+/// name (listing them costs a call per function).
+fn read_without_listing(kind: Kind) -> bool {
+    matches!(kind, Kind::Role | Kind::Alias)
+}
+
+/// One resource by its physical name, listing the stack's resources of its
+/// kind (`prefix` as from [`prefix`]) first where reading needs it.
+pub async fn read_one(provider: &dyn Provider, kind: Kind, name: &str, prefix: &str) -> Result<Option<Live>> {
+    let listed = if read_without_listing(kind) {
+        None
+    } else {
+        provider.list(kind, prefix).await?.into_iter().find(|l| l.name == name)
+    };
+    if listed.is_none() && !read_without_listing(kind) {
+        return Ok(None);
+    }
+    provider.read(kind, name, listed.as_ref()).await
+}
+
 pub async fn read(provider: Arc<dyn Provider>, graph: &Graph) -> Result<LiveState> {
     let prefix = prefix(&graph.stack, &graph.stage);
     let mut listings: HashMap<Kind, BTreeMap<String, Listed>> = HashMap::new();
@@ -54,9 +75,7 @@ pub async fn read(provider: Arc<dyn Provider>, graph: &Graph) -> Result<LiveStat
     let mut tasks = tokio::task::JoinSet::new();
     for r in &graph.resources {
         let listed = listings.get(&r.kind).and_then(|m| m.get(&r.name)).cloned();
-        // Roles are listed by path, so a same-named role elsewhere must still be
-        // found; aliases are read by name (listing them costs a call per function).
-        if listed.is_none() && !matches!(r.kind, Kind::Role | Kind::Alias) {
+        if listed.is_none() && !read_without_listing(r.kind) {
             continue;
         }
         let (p, sem, kind, name, address) = (provider.clone(), sem.clone(), r.kind, r.name.clone(), r.address.clone());

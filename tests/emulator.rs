@@ -4,6 +4,7 @@
 use crate::support::Emulator;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{DeadLetterConfig, DestinationConfig, EphemeralStorage, FunctionCode, OnFailure, Runtime};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 async fn setup(emu: &Emulator) -> (aws_sdk_lambda::Client, String) {
     let c = emu.sdk().await;
@@ -256,4 +257,17 @@ async fn provisioned_concurrency_is_for_published_qualifiers() {
     let gone =
         lambda.get_provisioned_concurrency_config().function_name("f").qualifier("live").send().await.unwrap_err();
     assert!(format!("{gone:?}").contains("ProvisionedConcurrencyConfigNotFoundException"), "{gone:?}");
+}
+
+#[tokio::test]
+async fn creating_an_existing_alias_is_a_resource_conflict() {
+    let emu = Emulator::start();
+    let (lambda, role) = setup(&emu).await;
+    create(&lambda, &role, "f").await;
+    lambda.publish_version().function_name("f").send().await.unwrap();
+    let alias = || lambda.create_alias().function_name("f").name("live").function_version("1").send();
+    alias().await.unwrap();
+    let again = alias().await.unwrap_err();
+    assert_eq!(again.code(), Some("ResourceConflictException"), "{again:?}");
+    assert_eq!(again.raw_response().map(|r| r.status().as_u16()), Some(409));
 }

@@ -6,6 +6,7 @@ mod cli;
 mod e2e;
 mod emulator;
 mod events;
+mod faults;
 mod hostile;
 mod init;
 mod provider;

@@ -6,7 +6,7 @@
 //! Listing reads everything under the stack's APIs at once, so reading one of
 //! these children costs no further call.
 
-use super::{Desired, Listed, aws_error, config_of, deleted, lambda, tag_changes};
+use super::{Desired, Listed, aws_error, config_of, create_unique, created, deleted, lambda, tag_changes};
 use crate::resource::{
     DeploymentConfig, IntegrationConfig, Kind, Live, Outputs, Owner, RouteConfig, StageAccessLog, StageConfig,
     StageThrottling, TAG_ADDRESS, Tags, WebSocketConfig,
@@ -37,6 +37,11 @@ pub(super) fn update_calls(kind: Kind, changed: &[String]) -> Vec<&'static str> 
 
 fn api_arn(region: &str, id: &str) -> String {
     format!("arn:aws:apigateway:{region}::/apis/{id}")
+}
+
+/// A per-call override for creates that [`create_unique`] retries itself.
+fn no_retries() -> aws_sdk_apigatewayv2::config::Builder {
+    aws_sdk_apigatewayv2::config::Builder::default().retry_config(aws_config::retry::RetryConfig::disabled())
 }
 
 /// WebSocket APIs whose names start with `prefix`.
@@ -254,60 +259,96 @@ pub(super) async fn create(c: &Client, lambda_client: &aws_sdk_lambda::Client, r
     match r.kind {
         Kind::WebSocket => {
             let w: WebSocketConfig = config_of(&r)?;
-            let out = c
-                .create_api()
-                .name(r.name)
-                .protocol_type(ProtocolType::Websocket)
-                .route_selection_expression(&w.route_selection)
-                .description(&w.description)
-                .set_tags(Some(w.tags.into_iter().collect()))
-                .send()
-                .await
-                .map_err(|e| aws_error("apigateway:CreateApi", &e))?;
-            let mut outputs = Outputs::from([("id".to_string(), out.api_id().unwrap_or_default().to_string())]);
-            if let Some(e) = out.api_endpoint() {
-                outputs.insert("endpoint".to_string(), e.to_string());
-            }
-            Ok(outputs)
+            let outputs = |id: Option<&str>, endpoint: Option<&str>| {
+                let mut outputs = Outputs::from([("id".to_string(), id.unwrap_or_default().to_string())]);
+                if let Some(e) = endpoint {
+                    outputs.insert("endpoint".to_string(), e.to_string());
+                }
+                outputs
+            };
+            let send = || async {
+                c.create_api()
+                    .name(r.name)
+                    .protocol_type(ProtocolType::Websocket)
+                    .route_selection_expression(&w.route_selection)
+                    .description(&w.description)
+                    .set_tags(Some(w.tags.clone().into_iter().collect()))
+                    .customize()
+                    .config_override(no_retries())
+                    .send()
+                    .await
+                    .map(|o| outputs(o.api_id(), o.api_endpoint()))
+            };
+            // API names are not unique: a lost response must not leave two APIs.
+            let find = || async {
+                let tagged = |a: &Api| w.tags.iter().all(|(k, v)| a.tags().and_then(|t| t.get(k)) == Some(v));
+                let ours = apis(c, r.name).await?.into_iter().find(|a| a.name() == Some(r.name) && tagged(a));
+                Ok(ours.map(|a| outputs(a.api_id(), a.api_endpoint())))
+            };
+            create_unique("apigateway:CreateApi", send, find).await
         }
         Kind::Integration => {
             let i: IntegrationConfig = config_of(&r)?;
-            let out = c
-                .create_integration()
-                .api_id(&i.api_id)
-                .integration_type(IntegrationType::AwsProxy)
-                .integration_method("POST")
-                .integration_uri(&i.uri)
-                .send()
-                .await
-                .map_err(|e| aws_error("apigateway:CreateIntegration", &e))?;
-            Ok(Outputs::from([("id".to_string(), out.integration_id().unwrap_or_default().to_string())]))
+            let id = |id: Option<&str>| Outputs::from([("id".to_string(), id.unwrap_or_default().to_string())]);
+            let send = || async {
+                c.create_integration()
+                    .api_id(&i.api_id)
+                    .integration_type(IntegrationType::AwsProxy)
+                    .integration_method("POST")
+                    .integration_uri(&i.uri)
+                    .customize()
+                    .config_override(no_retries())
+                    .send()
+                    .await
+                    .map(|o| id(o.integration_id()))
+            };
+            let find = || async { Ok(integration_id(c, &i.api_id, &i.uri).await.ok().map(|found| id(Some(&found)))) };
+            create_unique("apigateway:CreateIntegration", send, find).await
         }
         Kind::Route => {
             let route: RouteConfig = config_of(&r)?;
             let target = integration_id(c, &route.api_id, &route.integration_uri).await?;
-            let out = c
-                .create_route()
-                .api_id(&route.api_id)
-                .route_key(&route.route_key)
-                .target(format!("integrations/{target}"))
-                .send()
-                .await
-                .map_err(|e| aws_error("apigateway:CreateRoute", &e))?;
+            let id = |id: Option<&str>| Outputs::from([("id".to_string(), id.unwrap_or_default().to_string())]);
+            let send = || async {
+                c.create_route()
+                    .api_id(&route.api_id)
+                    .route_key(&route.route_key)
+                    .target(format!("integrations/{target}"))
+                    .customize()
+                    .config_override(no_retries())
+                    .send()
+                    .await
+                    .map(|o| id(o.route_id()))
+            };
+            let find = || async {
+                let routes = c
+                    .get_routes()
+                    .api_id(&route.api_id)
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("apigateway:GetRoutes", &e))?;
+                Ok(routes
+                    .items()
+                    .iter()
+                    .find(|x| x.route_key() == Some(route.route_key.as_str()))
+                    .map(|x| id(x.route_id())))
+            };
+            let outputs = create_unique("apigateway:CreateRoute", send, find).await?;
             lambda::add_permission(lambda_client, &route.permission).await?;
-            Ok(Outputs::from([("id".to_string(), out.route_id().unwrap_or_default().to_string())]))
+            Ok(outputs)
         }
         Kind::Stage => {
             let s: StageConfig = config_of(&r)?;
-            c.create_stage()
+            let out = c
+                .create_stage()
                 .api_id(&s.api_id)
                 .stage_name(&s.stage_name)
                 .set_default_route_settings(route_settings(&s))
                 .set_access_log_settings(access_log(&s))
                 .set_tags(Some(s.tags.into_iter().collect()))
                 .send()
-                .await
-                .map_err(|e| aws_error("apigateway:CreateStage", &e))?;
+                .await;
+            created(out, "ConflictException", "apigateway:CreateStage")?;
             Ok(Outputs::new())
         }
         Kind::Deployment => deploy(c, r).await,

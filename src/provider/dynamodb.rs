@@ -1,7 +1,7 @@
 //! DynamoDB tables: on-demand, keys, TTL, stream, point-in-time recovery,
 //! deletion protection; and the table holding slx's deployment record.
 
-use super::{Desired, Listed, aws_error, config_of, deleted, error_code, tag_changes};
+use super::{Desired, Listed, aws_error, config_of, created, deleted, error_code, tag_changes};
 use crate::record::{Attempt, Deployment, Entry, Key, Lease, Store};
 use crate::resource::{KeyAttr, Kind, Live, Outputs, TableConfig};
 use anyhow::{Context, Result, bail};
@@ -174,7 +174,7 @@ pub(super) async fn create(c: &Client, r: Desired<'_>) -> Result<Outputs> {
     if t.stream.is_some() {
         req = req.stream_specification(stream_spec(t.stream.as_deref()));
     }
-    req.send().await.map_err(|e| aws_error("dynamodb:CreateTable", &e))?;
+    created(req.send().await, "ResourceInUseException", "dynamodb:CreateTable")?;
     wait_active(c, r.name).await?;
     if let Some(attr) = &t.ttl {
         set_ttl(c, r.name, attr, true).await?;
@@ -535,6 +535,8 @@ impl Store for RecordTable {
             Err(e) => return Err(aws_error("dynamodb:PutItem", &e)).context("cannot take the deployment lock"),
         }
         Ok(match self.lease(key).await? {
+            // Our own put, retried after its response was lost.
+            Some(l) if l.token == lease.token => Attempt::Taken,
             Some(l) if l.held(now) => Attempt::Held(l),
             _ => Attempt::Moved,
         })

@@ -2,7 +2,7 @@
 //! the function permission that lets exactly this rule invoke it, so the
 //! permission is created and removed with the rule.
 
-use super::{Desired, Listed, aws_error, config_of, lambda, tag_changes};
+use super::{Desired, Listed, aws_error, config_of, created, lambda, tag_changes};
 use crate::resource::{BusConfig, InputTransformer, Kind, Live, Outputs, RuleConfig, RuleTarget, Tags};
 use anyhow::{Context, Result};
 use aws_sdk_eventbridge::Client;
@@ -102,13 +102,8 @@ pub(super) async fn read_bus(c: &Client, name: &str, listed: Option<&Listed>) ->
 
 pub(super) async fn create_bus(c: &Client, r: Desired<'_>) -> Result<Outputs> {
     let b: BusConfig = config_of(&r)?;
-    let out = c
-        .create_event_bus()
-        .name(r.name)
-        .set_tags(Some(tags(&b.tags)))
-        .send()
-        .await
-        .map_err(|e| aws_error("events:CreateEventBus", &e))?;
+    let out = c.create_event_bus().name(r.name).set_tags(Some(tags(&b.tags))).send().await;
+    let out = created(out, "ResourceAlreadyExistsException", "events:CreateEventBus")?;
     Ok(Outputs::from([("arn".to_string(), out.event_bus_arn().unwrap_or_default().to_string())]))
 }
 

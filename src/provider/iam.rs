@@ -1,6 +1,6 @@
 //! IAM roles generated for functions: trust policy, one inline policy, tags.
 
-use super::{Desired, Listed, aws_error, config_of, deleted, error_code, tag_changes};
+use super::{Desired, Listed, aws_error, config_of, created, deleted, error_code, tag_changes};
 use crate::resource::{Kind, Live, Outputs, ROLE_POLICY_NAME, RoleConfig, Tags};
 use anyhow::{Context, Result};
 use aws_sdk_iam::Client;
@@ -122,8 +122,8 @@ pub(super) async fn create(c: &Client, r: Desired<'_>) -> Result<Outputs> {
         .assume_role_policy_document(role.trust_policy.to_string())
         .set_tags(Some(iam_tags(&role.tags)))
         .send()
-        .await
-        .map_err(|e| aws_error("iam:CreateRole", &e))?;
+        .await;
+    let out = created(out, "EntityAlreadyExists", "iam:CreateRole")?;
     put_policy(c, r.name, &role.policy).await?;
     let arn = out.role().map(|r| r.arn().to_string()).unwrap_or_default();
     Ok(Outputs::from([("arn".to_string(), arn)]))

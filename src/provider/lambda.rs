@@ -6,9 +6,10 @@
 //! A freshly created role takes seconds to become assumable, so
 //! `CreateFunction` retries on "cannot be assumed".
 
-use super::{Desired, Listed, aws_error, config_of, deleted, error_code, tag_changes};
+use super::{Desired, Listed, aws_error, config_of, create_unique, created, deleted, error_code, tag_changes};
 use crate::resource::{AsyncConfig, EventSourceConfig, FunctionConfig, Kind, Live, Outputs, Permission};
 use anyhow::{Context, Result, bail};
+use aws_config::retry::RetryConfig;
 use aws_sdk_lambda::Client;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{
@@ -181,7 +182,7 @@ pub(super) async fn create(c: &Client, r: Desired<'_>) -> Result<Outputs> {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(e) => return Err(aws_error("lambda:CreateFunction", &e)),
+            Err(e) => return created(Err(e), "ResourceConflictException", "lambda:CreateFunction"),
         }
     };
     let arn = out.function_arn().unwrap_or_default().to_string();
@@ -492,31 +493,54 @@ fn destination(m: &EventSourceConfig) -> Option<DestinationConfig> {
 
 pub(super) async fn create_mapping(c: &Client, r: Desired<'_>) -> Result<Outputs> {
     let m: EventSourceConfig = config_of(&r)?;
-    let out = c
-        .create_event_source_mapping()
-        .function_name(&m.function)
-        .event_source_arn(&m.source_arn)
-        .enabled(m.enabled)
-        .batch_size(m.batch_size as i32)
-        .maximum_batching_window_in_seconds(m.batching_window as i32)
-        .set_starting_position(m.starting_position.as_deref().map(EventSourcePosition::from))
-        .set_bisect_batch_on_function_error(m.bisect_on_error)
-        .set_maximum_retry_attempts(m.max_retries.map(|n| n as i32))
-        .set_maximum_record_age_in_seconds(m.maximum_record_age.map(|n| n as i32))
-        .set_parallelization_factor(m.parallelization_factor.map(|n| n as i32))
-        .set_tumbling_window_in_seconds(m.tumbling_window.map(|n| n as i32))
-        .set_destination_config(destination(&m))
-        .set_function_response_types(Some(response_types(&m)))
-        .set_scaling_config(m.max_concurrency.map(|n| ScalingConfig::builder().maximum_concurrency(n as i32).build()))
-        .set_filter_criteria(if m.filters.is_empty() { None } else { filters(&m) })
-        .set_tags(Some(m.tags.clone().into_iter().collect()))
-        .send()
-        .await
-        .map_err(|e| aws_error("lambda:CreateEventSourceMapping", &e))?;
-    Ok(Outputs::from([
-        ("uuid".to_string(), out.uuid().unwrap_or_default().to_string()),
-        ("arn".to_string(), out.event_source_mapping_arn().unwrap_or_default().to_string()),
-    ]))
+    let send = || {
+        c.create_event_source_mapping()
+            .function_name(&m.function)
+            .event_source_arn(&m.source_arn)
+            .enabled(m.enabled)
+            .batch_size(m.batch_size as i32)
+            .maximum_batching_window_in_seconds(m.batching_window as i32)
+            .set_starting_position(m.starting_position.as_deref().map(EventSourcePosition::from))
+            .set_bisect_batch_on_function_error(m.bisect_on_error)
+            .set_maximum_retry_attempts(m.max_retries.map(|n| n as i32))
+            .set_maximum_record_age_in_seconds(m.maximum_record_age.map(|n| n as i32))
+            .set_parallelization_factor(m.parallelization_factor.map(|n| n as i32))
+            .set_tumbling_window_in_seconds(m.tumbling_window.map(|n| n as i32))
+            .set_destination_config(destination(&m))
+            .set_function_response_types(Some(response_types(&m)))
+            .set_scaling_config(
+                m.max_concurrency.map(|n| ScalingConfig::builder().maximum_concurrency(n as i32).build()),
+            )
+            .set_filter_criteria(if m.filters.is_empty() { None } else { filters(&m) })
+            .set_tags(Some(m.tags.clone().into_iter().collect()))
+            .customize()
+            .config_override(aws_sdk_lambda::config::Builder::default().retry_config(RetryConfig::disabled()))
+            .send()
+    };
+    let outputs = |uuid: Option<&str>, arn: Option<&str>| {
+        Outputs::from([
+            ("uuid".to_string(), uuid.unwrap_or_default().to_string()),
+            ("arn".to_string(), arn.unwrap_or_default().to_string()),
+        ])
+    };
+    // AWS keeps no client token for mappings, and stream sources accept
+    // duplicates: after an attempt that may have landed, look for it first.
+    let find = || async {
+        let page = c
+            .list_event_source_mappings()
+            .function_name(&m.function)
+            .event_source_arn(&m.source_arn)
+            .send()
+            .await
+            .map_err(|e| aws_error("lambda:ListEventSourceMappings", &e))?;
+        Ok(page.event_source_mappings().first().map(|f| outputs(f.uuid(), f.event_source_mapping_arn())))
+    };
+    create_unique(
+        "lambda:CreateEventSourceMapping",
+        || async { send().await.map(|o| outputs(o.uuid(), o.event_source_mapping_arn())) },
+        find,
+    )
+    .await
 }
 
 pub(super) async fn update_mapping(c: &Client, r: Desired<'_>, prior: &Live, changed: &[String]) -> Result<Outputs> {
@@ -589,7 +613,7 @@ pub(super) async fn read_permission(
 }
 
 pub(super) async fn add_permission(lambda: &Client, p: &Permission) -> Result<()> {
-    lambda
+    let out = lambda
         .add_permission()
         .function_name(&p.function)
         .statement_id(&p.statement_id)
@@ -598,9 +622,20 @@ pub(super) async fn add_permission(lambda: &Client, p: &Permission) -> Result<()
         .source_arn(&p.source_arn)
         .set_qualifier(p.qualifier.clone())
         .send()
-        .await
-        .map_err(|e| aws_error("lambda:AddPermission", &e))?;
-    Ok(())
+        .await;
+    match out {
+        Ok(_) => Ok(()),
+        // Statement ids are ours and deterministic: a retry whose first attempt
+        // landed finds its own statement.
+        Err(e) if error_code(&e) == Some("ResourceConflictException") && same_statement(lambda, p).await => Ok(()),
+        Err(e) => Err(aws_error("lambda:AddPermission", &e)),
+    }
+}
+
+/// Whether the function's policy already holds exactly this statement.
+async fn same_statement(lambda: &Client, p: &Permission) -> bool {
+    let found = read_permission(lambda, &p.function, p.qualifier.as_deref(), &p.statement_id).await;
+    found.ok().flatten().is_some_and(|live| live.principal == p.principal && live.source_arn == p.source_arn)
 }
 
 pub(super) async fn remove_permission(
@@ -881,8 +916,8 @@ pub(super) async fn create_alias(c: &Client, r: Desired<'_>) -> Result<Outputs> 
         .function_version(&version)
         .description(&a.description)
         .send()
-        .await
-        .map_err(|e| aws_error("lambda:CreateAlias", &e))?;
+        .await;
+    let out = created(out, "ResourceConflictException", "lambda:CreateAlias")?;
     if a.provisioned_concurrency.is_some() {
         set_provisioned(c, &a.function, &a.name, a.provisioned_concurrency).await?;
     }
@@ -924,7 +959,7 @@ pub(super) async fn update_alias(
         .map_err(|e| aws_error("lambda:GetAlias", &e))?;
     let previous = live.function_version().unwrap_or_default().to_string();
     let new = publish(c, &a.function).await?;
-    if !rollout.alarms.is_empty() {
+    if new != previous && !rollout.alarms.is_empty() {
         // Fails early when an alarm is missing, before any traffic moves.
         firing(cw, &rollout.alarms).await?;
     }

@@ -1,7 +1,7 @@
 //! CloudWatch Logs groups, created before their function so Lambda never
 //! creates an untagged, never-expiring one on first invocation.
 
-use super::{Desired, Listed, aws_error, config_of, deleted, error_code, tag_changes};
+use super::{Desired, Listed, aws_error, config_of, created, deleted, error_code, tag_changes};
 use crate::resource::{Kind, Live, LogGroupConfig, Outputs};
 use anyhow::Result;
 use aws_sdk_cloudwatchlogs::Client;
@@ -96,12 +96,9 @@ async fn set_retention(c: &Client, name: &str, days: Option<u32>) -> Result<()> 
 
 pub(super) async fn create(c: &Client, r: Desired<'_>) -> Result<Outputs> {
     let g: LogGroupConfig = config_of(&r)?;
-    c.create_log_group()
-        .log_group_name(r.name)
-        .set_tags(Some(g.tags.clone().into_iter().collect()))
-        .send()
-        .await
-        .map_err(|e| aws_error("logs:CreateLogGroup", &e))?;
+    let out =
+        c.create_log_group().log_group_name(r.name).set_tags(Some(g.tags.clone().into_iter().collect())).send().await;
+    created(out, "ResourceAlreadyExistsException", "logs:CreateLogGroup")?;
     if g.retention_days.is_some() {
         set_retention(c, r.name, g.retention_days).await?;
     }

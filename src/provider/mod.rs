@@ -12,16 +12,18 @@ mod eventbridge;
 mod iam;
 mod lambda;
 mod logs;
+mod resilience;
 mod sqs;
 
 pub use dynamodb::RecordTable;
+pub use resilience::{AlreadyExists, DEFAULT_MAX_ATTEMPTS};
+pub(crate) use resilience::{create_unique, created};
 
 use crate::package::Package;
 use crate::resource::{Kind, Live, Outputs};
 use anyhow::{Context, Result, anyhow};
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
 use serde_json::Value;
 
 /// Who and where we are deploying.
@@ -167,8 +169,7 @@ pub struct Aws {
 
 impl Aws {
     pub async fn connect(opts: &AwsOptions) -> Result<Aws> {
-        let mut loader =
-            aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::standard().with_max_attempts(5));
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(resilience::retry_config()?);
         if let Some(r) = &opts.region {
             loader = loader.region(aws_config::Region::new(r.clone()));
         }
@@ -181,21 +182,29 @@ impl Aws {
         Aws::new(&loader.load().await)
     }
 
-    /// Builds the provider from an SDK configuration the caller assembled.
+    /// Builds the provider from an SDK configuration the caller assembled;
+    /// each service's client gets its own cap on calls in flight.
     pub fn new(config: &aws_config::SdkConfig) -> Result<Aws> {
         let region = config.region().map(|r| r.to_string()).ok_or_else(|| {
             anyhow!("no AWS region is configured\nhint: set `region:` in the spec, pass --region, or export AWS_REGION")
         })?;
+        let limited = |service: &str| match config.http_client() {
+            Some(http) => config
+                .to_builder()
+                .http_client(resilience::Limited::new(http, resilience::concurrency(service)))
+                .build(),
+            None => config.clone(),
+        };
         Ok(Aws {
-            lambda: aws_sdk_lambda::Client::new(config),
-            sqs: aws_sdk_sqs::Client::new(config),
-            iam: aws_sdk_iam::Client::new(config),
-            logs: aws_sdk_cloudwatchlogs::Client::new(config),
-            dynamodb: aws_sdk_dynamodb::Client::new(config),
-            apigateway: aws_sdk_apigatewayv2::Client::new(config),
-            cloudwatch: aws_sdk_cloudwatch::Client::new(config),
-            events: aws_sdk_eventbridge::Client::new(config),
-            sts: aws_sdk_sts::Client::new(config),
+            lambda: aws_sdk_lambda::Client::new(&limited("lambda")),
+            sqs: aws_sdk_sqs::Client::new(&limited("sqs")),
+            iam: aws_sdk_iam::Client::new(&limited("iam")),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&limited("logs")),
+            dynamodb: aws_sdk_dynamodb::Client::new(&limited("dynamodb")),
+            apigateway: aws_sdk_apigatewayv2::Client::new(&limited("apigateway")),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&limited("cloudwatch")),
+            events: aws_sdk_eventbridge::Client::new(&limited("events")),
+            sts: aws_sdk_sts::Client::new(&limited("sts")),
             region,
             endpoint: config.endpoint_url().map(String::from),
         })
@@ -328,17 +337,23 @@ impl Provider for Aws {
     }
 }
 
-/// An SDK error as one line: the operation, the AWS error code and message.
+/// An SDK error as one line: the operation, the AWS error code and message;
+/// for an error the SDK retried, how many attempts it made and what to do.
 pub(crate) fn aws_error<E, R>(op: &str, e: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> anyhow::Error
 where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-    match (e.code(), e.message()) {
-        (Some(code), Some(msg)) => anyhow!("{op} failed: {code}: {msg}"),
-        (Some(code), None) => anyhow!("{op} failed: {code}"),
-        _ => anyhow!("{op} failed: {}", aws_smithy_types::error::display::DisplayErrorContext(e)),
+    let what = match (e.code(), e.message()) {
+        (Some(code), Some(msg)) => format!("{code}: {msg}"),
+        (Some(code), None) => code.to_string(),
+        _ if is_dispatch_failure(e) => short_dispatch_error(e),
+        _ => aws_smithy_types::error::display::DisplayErrorContext(e).to_string(),
+    };
+    match resilience::gave_up(e) {
+        Some(why) => anyhow!("{op} failed: {what}; {why}"),
+        None => anyhow!("{op} failed: {what}"),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Test support: the emulator as a child process, the `slx` binary as a
 //! command, and SDK clients that check AWS state independently of slx.
 
+pub mod proxy;
+
 use serde::Deserialize;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
