@@ -13,8 +13,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
-/// Reads in flight at once; enough to hide latency, low enough to avoid throttling.
-pub const READ_CONCURRENCY: usize = 16;
+/// Resource reads in flight at once: enough to hide latency. Each read makes
+/// up to three calls, and each service's client caps its own calls in flight
+/// (`provider::resilience`), which is what keeps AWS from throttling.
+pub const READ_CONCURRENCY: usize = 64;
 
 #[derive(Debug, Clone, Default)]
 pub struct LiveState {
@@ -112,6 +114,27 @@ pub async fn read(provider: Arc<dyn Provider>, graph: &Graph) -> Result<LiveStat
             }
         }
     }
+    own_aliases(&mut state);
     state.orphans.sort_by(|a, b| (a.kind.delete_rank(), &a.name).cmp(&(b.kind.delete_rank(), &b.name)));
     Ok(state)
+}
+
+/// Aliases carry no tags: each belongs to whoever owns its function, under
+/// the address `alias.{function}.{alias}`.
+fn own_aliases(state: &mut LiveState) {
+    let owners: HashMap<String, crate::resource::Owner> = state
+        .desired
+        .values()
+        .filter(|l| l.kind == Kind::Function)
+        .filter_map(|l| Some((l.name.clone(), l.owner()?)))
+        .collect();
+    for live in state.desired.values_mut().filter(|l| l.kind == Kind::Alias) {
+        let (Some(function), Some(alias)) = (live.config["function"].as_str(), live.config["name"].as_str()) else {
+            continue;
+        };
+        let Some(owner) = owners.get(function) else { continue };
+        let short = owner.address.strip_prefix("function.").unwrap_or(&owner.address);
+        let tags = crate::resource::Owner { address: format!("alias.{short}.{alias}"), ..owner.clone() }.tags();
+        live.config["tags"] = serde_json::to_value(tags).expect("tags serialize");
+    }
 }

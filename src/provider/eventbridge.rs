@@ -161,13 +161,9 @@ pub(super) async fn read_rule(
 ) -> Result<Option<Live>> {
     let Some(listed) = listed else { return Ok(None) };
     let bus = listed.extra["bus"].as_str().unwrap_or("default").to_string();
-    let targets = c
-        .list_targets_by_rule()
-        .rule(name)
-        .event_bus_name(&bus)
-        .send()
-        .await
-        .map_err(|e| aws_error("events:ListTargetsByRule", &e))?;
+    let (targets, tags) =
+        tokio::join!(c.list_targets_by_rule().rule(name).event_bus_name(&bus).send(), read_tags(c, &listed.id));
+    let targets = targets.map_err(|e| aws_error("events:ListTargetsByRule", &e))?;
     let target = targets.targets().iter().find(|t| t.id() == TARGET_ID);
     let target_config = target.map(|t| RuleTarget {
         arn: t.arn().to_string(),
@@ -195,7 +191,7 @@ pub(super) async fn read_rule(
         "enabled": listed.extra["enabled"],
         "target": target_config,
         "permission": permission,
-        "tags": read_tags(c, &listed.id).await?,
+        "tags": tags?,
     });
     if config["target"].is_null() {
         config["target"] = Value::Null;

@@ -83,12 +83,16 @@ fn normalize(mut doc: Value) -> Value {
 }
 
 pub(super) async fn read(c: &Client, name: &str) -> Result<Option<Live>> {
-    let role = match c.get_role().role_name(name).send().await {
+    let (role, policy) = tokio::join!(
+        c.get_role().role_name(name).send(),
+        c.get_role_policy().role_name(name).policy_name(ROLE_POLICY_NAME).send()
+    );
+    let role = match role {
         Ok(o) => o.role().cloned().context("iam:GetRole returned no role")?,
         Err(e) if error_code(&e) == Some("NoSuchEntity") => return Ok(None),
         Err(e) => return Err(aws_error("iam:GetRole", &e)),
     };
-    let policy = match c.get_role_policy().role_name(name).policy_name(ROLE_POLICY_NAME).send().await {
+    let policy = match policy {
         Ok(p) => decode_policy(p.policy_document()),
         Err(e) if error_code(&e) == Some("NoSuchEntity") => Value::Null,
         Err(e) => return Err(aws_error("iam:GetRolePolicy", &e)),

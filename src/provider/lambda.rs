@@ -85,13 +85,14 @@ pub(super) async fn list(c: &Client, prefix: &str) -> Result<Vec<Listed>> {
 }
 
 pub(super) async fn read(c: &Client, name: &str) -> Result<Option<Live>> {
-    let out = match c.get_function().function_name(name).send().await {
+    let (out, async_config) = tokio::join!(c.get_function().function_name(name).send(), read_async(c, name, None));
+    let out = match out {
         Ok(o) => o,
         Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
         Err(e) => return Err(aws_error("lambda:GetFunction", &e)),
     };
     let f = out.configuration().context("lambda:GetFunction returned no configuration")?;
-    let async_config = read_async(c, name, None).await?;
+    let async_config = async_config?;
     let config = FunctionConfig {
         role: f.role().unwrap_or_default().to_string(),
         handler: f.handler().unwrap_or_default().to_string(),
@@ -674,7 +675,7 @@ fn split_alias(name: &str) -> (&str, &str) {
     name.rsplit_once(':').unwrap_or((name, ""))
 }
 
-type Configuration = aws_sdk_lambda::operation::get_function_configuration::GetFunctionConfigurationOutput;
+type Configuration = aws_sdk_lambda::types::FunctionConfiguration;
 
 /// Two configurations make the same release when code and settings match.
 fn same_release(a: &Configuration, b: &Configuration) -> bool {
@@ -692,14 +693,25 @@ fn same_release(a: &Configuration, b: &Configuration) -> bool {
         && a.architectures() == b.architectures()
 }
 
-/// The configuration of `$LATEST`, or of a version or alias.
-async fn configuration(c: &Client, function: &str, qualifier: Option<&str>) -> Result<Configuration> {
-    c.get_function_configuration()
-        .function_name(function)
-        .set_qualifier(qualifier.map(String::from))
-        .send()
-        .await
-        .map_err(|e| aws_error("lambda:GetFunctionConfiguration", &e))
+/// Every version's configuration, `$LATEST` included, in one call per 50.
+async fn versions(c: &Client, function: &str) -> Result<Vec<Configuration>> {
+    let mut out = Vec::new();
+    let mut marker = None;
+    loop {
+        let page = c
+            .list_versions_by_function()
+            .function_name(function)
+            .set_marker(marker)
+            .max_items(50)
+            .send()
+            .await
+            .map_err(|e| aws_error("lambda:ListVersionsByFunction", &e))?;
+        out.extend(page.versions().iter().cloned());
+        marker = page.next_marker().map(String::from);
+        if marker.is_none() {
+            return Ok(out);
+        }
+    }
 }
 
 pub(super) async fn read_alias(c: &Client, name: &str) -> Result<Option<Live>> {
@@ -715,32 +727,25 @@ pub(super) async fn read_alias(c: &Client, name: &str) -> Result<Option<Live>> {
         .and_then(|r| r.additional_version_weights())
         .filter(|m| !m.is_empty())
         .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect::<std::collections::BTreeMap<_, _>>());
-    let current =
-        same_release(&configuration(c, function, None).await?, &configuration(c, function, Some(&primary)).await?);
-    let pc = match c.get_provisioned_concurrency_config().function_name(function).qualifier(alias).send().await {
+    let (versions, pc, async_config) = tokio::join!(
+        versions(c, function),
+        c.get_provisioned_concurrency_config().function_name(function).qualifier(alias).send(),
+        read_async(c, function, Some(alias))
+    );
+    let versions = versions?;
+    let config_of = |v: &str| versions.iter().find(|c| c.version() == Some(v));
+    let current = match (config_of("$LATEST"), config_of(&primary)) {
+        (Some(latest), Some(primary)) => same_release(latest, primary),
+        _ => false,
+    };
+    let pc = match pc {
         Ok(p) => p.requested_provisioned_concurrent_executions().map(|n| n as u32),
         Err(e) if error_code(&e).is_some_and(|c| c.contains("NotFound")) => None,
         Err(e) => return Err(aws_error("lambda:GetProvisionedConcurrencyConfig", &e)),
     };
-    // The alias belongs to whoever owns its function.
-    let function_arn = a.alias_arn().unwrap_or_default().rsplit_once(':').map_or("", |(f, _)| f).to_string();
-    let function_tags: crate::resource::Tags = c
-        .list_tags()
-        .resource(&function_arn)
-        .send()
-        .await
-        .map_err(|e| aws_error("lambda:ListTags", &e))?
-        .tags()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    let tags = crate::resource::Owner::from_tags(&function_tags)
-        .map(|o| {
-            let short = o.address.strip_prefix("function.").unwrap_or(&o.address).to_string();
-            crate::resource::Owner { address: format!("alias.{short}.{alias}"), ..o }.tags()
-        })
-        .unwrap_or_default();
+    // Aliases carry no tags: they belong to whoever owns their function,
+    // which the live reader fills in from the function it read anyway.
+    let tags = crate::resource::Tags::new();
     let config = crate::resource::AliasConfig {
         function: function.to_string(),
         name: alias.to_string(),
@@ -748,7 +753,7 @@ pub(super) async fn read_alias(c: &Client, name: &str) -> Result<Option<Live>> {
         current,
         routing,
         provisioned_concurrency: pc,
-        async_config: read_async(c, function, Some(alias)).await?,
+        async_config: async_config?,
         tags,
         rollout: None,
     };

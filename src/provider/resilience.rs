@@ -55,8 +55,7 @@ pub fn retry_config() -> Result<RetryConfig> {
 /// region, so one slx run should not eat the whole budget; IAM's is small.
 pub fn concurrency(service: &str) -> usize {
     match service {
-        "iam" => 4,
-        "lambda" => 24,
+        "iam" => 8,
         "apigateway" => 8,
         _ => 32,
     }

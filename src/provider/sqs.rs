@@ -45,14 +45,23 @@ pub(super) async fn list(c: &Client, prefix: &str) -> Result<Vec<Listed>> {
 pub(super) async fn read(c: &Client, name: &str, listed: Option<&Listed>) -> Result<Option<Live>> {
     let Some(listed) = listed else { return Ok(None) };
     let url = &listed.id;
-    let attrs = match c.get_queue_attributes().queue_url(url).attribute_names(A::All).send().await {
+    // Both at once: a read is as slow as its longest chain of calls.
+    let (attrs, tags) = tokio::join!(
+        c.get_queue_attributes().queue_url(url).attribute_names(A::All).send(),
+        c.list_queue_tags().queue_url(url).send()
+    );
+    let gone =
+        |code: Option<&str>| code.is_some_and(|c| c.contains("NonExistentQueue") || c.contains("QueueDoesNotExist"));
+    let attrs = match attrs {
         Ok(o) => o.attributes().cloned().unwrap_or_default(),
-        Err(e) if error_code(&e).is_some_and(|c| c.contains("NonExistentQueue") || c.contains("QueueDoesNotExist")) => {
-            return Ok(None);
-        }
+        Err(e) if gone(error_code(&e)) => return Ok(None),
         Err(e) => return Err(aws_error("sqs:GetQueueAttributes", &e)),
     };
-    let tags = c.list_queue_tags().queue_url(url).send().await.map_err(|e| aws_error("sqs:ListQueueTags", &e))?;
+    let tags = match tags {
+        Ok(t) => t,
+        Err(e) if gone(error_code(&e)) => return Ok(None),
+        Err(e) => return Err(aws_error("sqs:ListQueueTags", &e)),
+    };
     let num = |k: A| attrs.get(&k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     let redrive = attrs
         .get(&A::RedrivePolicy)
