@@ -876,22 +876,8 @@ async fn set_provisioned(c: &Client, function: &str, alias: &str, n: Option<u32>
 
 /// Deletes old published versions no alias uses, keeping the newest `keep`.
 async fn prune_versions(c: &Client, function: &str, keep: u32) -> Result<()> {
-    let mut published = Vec::new();
-    let mut marker = None;
-    loop {
-        let page = c
-            .list_versions_by_function()
-            .function_name(function)
-            .set_marker(marker)
-            .send()
-            .await
-            .map_err(|e| aws_error("lambda:ListVersionsByFunction", &e))?;
-        published.extend(page.versions().iter().filter_map(|v| v.version()?.parse::<u64>().ok()));
-        marker = page.next_marker().map(String::from);
-        if marker.is_none() {
-            break;
-        }
-    }
+    let published: Vec<u64> =
+        versions(c, function).await?.iter().filter_map(|v| v.version()?.parse::<u64>().ok()).collect();
     let aliases =
         c.list_aliases().function_name(function).send().await.map_err(|e| aws_error("lambda:ListAliases", &e))?;
     let mut used = std::collections::BTreeSet::new();
