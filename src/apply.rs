@@ -13,7 +13,7 @@ use crate::graph::{Facts, Graph, UNKNOWN};
 use crate::plan::{Action, Change, Plan};
 use crate::provider::{AlreadyExists, Desired, Provider};
 use crate::record::Recorder;
-use crate::resource::{Kind, Live, Outputs, Owner, Tags};
+use crate::resource::{Kind, Live, Outputs, Owner, tags_of};
 use anyhow::{Result, bail};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
@@ -369,7 +369,7 @@ async fn create(p: &Arc<dyn Provider>, desired: Desired<'_>) -> Result<Outputs> 
     if !err.chain().any(|c| c.is::<AlreadyExists>()) {
         return Err(err);
     }
-    let wanted = serde_json::from_value::<Tags>(desired.config["tags"].clone()).ok().and_then(|t| Owner::from_tags(&t));
+    let wanted = Owner::from_tags(&tags_of(desired.config));
     // Aliases carry no tags; they live inside a function the plan already owns.
     let ours = |l: &Live| desired.kind == Kind::Alias || (wanted.is_some() && l.owner() == wanted);
     let prefix = wanted.as_ref().map(|o| crate::live::prefix(&o.stack, &o.stage)).unwrap_or_default();
@@ -377,11 +377,7 @@ async fn create(p: &Arc<dyn Provider>, desired: Desired<'_>) -> Result<Outputs> 
     let Some(live) = live.filter(ours) else {
         return Err(err.context(format!("{} exists, but not as this stack's {}", desired.name, desired.address)));
     };
-    let mut changed: Vec<String> = crate::plan::diff(desired.kind, &live.config, desired.config)
-        .into_iter()
-        .map(|f| f.field.split('.').next().unwrap_or_default().to_string())
-        .collect();
-    changed.dedup();
+    let changed = crate::plan::top_level(&crate::plan::diff(desired.kind, &live.config, desired.config));
     if changed.is_empty() {
         return Ok(live.outputs);
     }

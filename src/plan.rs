@@ -111,11 +111,16 @@ pub struct Action {
 impl Action {
     /// Top-level fields that differ, as the provider's update wants them.
     pub fn changed_fields(&self) -> Vec<String> {
-        let mut out: Vec<String> =
-            self.fields.iter().map(|f| f.field.split('.').next().unwrap_or_default().to_string()).collect();
-        out.dedup();
-        out
+        top_level(&self.fields)
     }
+}
+
+/// The top-level fields of field differences (sorted, as [`diff`] returns them).
+pub fn top_level(fields: &[FieldDiff]) -> Vec<String> {
+    let mut out: Vec<String> =
+        fields.iter().map(|f| f.field.split('.').next().unwrap_or_default().to_string()).collect();
+    out.dedup();
+    out
 }
 
 /// One differing field: `before` is live, `after` the spec.

@@ -379,9 +379,14 @@ pub struct Live {
     pub data: Option<String>,
 }
 
+/// The `tags` of a configuration (desired or live); none when absent.
+pub fn tags_of(config: &serde_json::Value) -> Tags {
+    config.get("tags").and_then(|t| serde_json::from_value(t.clone()).ok()).unwrap_or_default()
+}
+
 impl Live {
     pub fn tags(&self) -> Tags {
-        self.config.get("tags").and_then(|t| serde_json::from_value(t.clone()).ok()).unwrap_or_default()
+        tags_of(&self.config)
     }
 
     pub fn owner(&self) -> Option<Owner> {
