@@ -243,16 +243,20 @@ fn access_log(s: &StageConfig) -> Option<AccessLogSettings> {
         .map(|a| AccessLogSettings::builder().destination_arn(&a.destination_arn).format(&a.format).build())
 }
 
-async fn integration_id(c: &Client, api_id: &str, uri: &str) -> Result<String> {
+/// The integration of `api_id` that invokes `uri`, if there is one.
+async fn find_integration(c: &Client, api_id: &str, uri: &str) -> Result<Option<String>> {
     let integrations =
         c.get_integrations().api_id(api_id).send().await.map_err(|e| aws_error("apigateway:GetIntegrations", &e))?;
-    integrations
+    Ok(integrations
         .items()
         .iter()
         .find(|i| i.integration_uri() == Some(uri))
         .and_then(|i| i.integration_id())
-        .map(String::from)
-        .with_context(|| format!("no integration for {uri} on API {api_id}"))
+        .map(String::from))
+}
+
+async fn integration_id(c: &Client, api_id: &str, uri: &str) -> Result<String> {
+    find_integration(c, api_id, uri).await?.with_context(|| format!("no integration for {uri} on API {api_id}"))
 }
 
 pub(super) async fn create(c: &Client, lambda_client: &aws_sdk_lambda::Client, r: Desired<'_>) -> Result<Outputs> {
@@ -302,7 +306,8 @@ pub(super) async fn create(c: &Client, lambda_client: &aws_sdk_lambda::Client, r
                     .await
                     .map(|o| id(o.integration_id()))
             };
-            let find = || async { Ok(integration_id(c, &i.api_id, &i.uri).await.ok().map(|found| id(Some(&found)))) };
+            // A failed lookup is an error, not "absent": absent means send again.
+            let find = || async { Ok(find_integration(c, &i.api_id, &i.uri).await?.map(|found| id(Some(&found)))) };
             create_unique("apigateway:CreateIntegration", send, find).await
         }
         Kind::Route => {
