@@ -1,28 +1,11 @@
 //! End to end against the emulator, checked through the AWS API.
 
-use crate::support::{Emulator, copy_example, percent_decode};
+use crate::support::{Aws, Emulator, copy_example, percent_decode};
 use aws_sdk_sqs::types::QueueAttributeName as A;
 use serde_json::Value;
 use std::collections::HashMap;
 
-struct Aws {
-    lambda: aws_sdk_lambda::Client,
-    sqs: aws_sdk_sqs::Client,
-    iam: aws_sdk_iam::Client,
-    logs: aws_sdk_cloudwatchlogs::Client,
-}
-
 impl Aws {
-    async fn new(emu: &Emulator) -> Aws {
-        let c = emu.sdk().await;
-        Aws {
-            lambda: aws_sdk_lambda::Client::new(&c),
-            sqs: aws_sdk_sqs::Client::new(&c),
-            iam: aws_sdk_iam::Client::new(&c),
-            logs: aws_sdk_cloudwatchlogs::Client::new(&c),
-        }
-    }
-
     async fn function(&self, name: &str) -> aws_sdk_lambda::operation::get_function::GetFunctionOutput {
         self.lambda.get_function().function_name(name).send().await.unwrap_or_else(|e| panic!("{name}: {e:?}"))
     }

@@ -1,28 +1,9 @@
 //! The event-driven example end to end, checked through the AWS API.
 
-use crate::support::{Emulator, copy_example, edit, percent_decode};
+use crate::support::{Aws, Emulator, copy_example, edit, percent_decode};
 use serde_json::Value;
 
-struct Aws {
-    lambda: aws_sdk_lambda::Client,
-    events: aws_sdk_eventbridge::Client,
-    dynamodb: aws_sdk_dynamodb::Client,
-    sqs: aws_sdk_sqs::Client,
-    iam: aws_sdk_iam::Client,
-}
-
 impl Aws {
-    async fn new(emu: &Emulator) -> Aws {
-        let c = emu.sdk().await;
-        Aws {
-            lambda: aws_sdk_lambda::Client::new(&c),
-            events: aws_sdk_eventbridge::Client::new(&c),
-            dynamodb: aws_sdk_dynamodb::Client::new(&c),
-            sqs: aws_sdk_sqs::Client::new(&c),
-            iam: aws_sdk_iam::Client::new(&c),
-        }
-    }
-
     async fn mappings(&self, function: &str) -> Vec<aws_sdk_lambda::types::EventSourceMappingConfiguration> {
         self.lambda
             .list_event_source_mappings()

@@ -3,7 +3,7 @@
 //! failed or killed deploys. AWS state is checked directly on the emulator.
 
 use crate::support::proxy::{Faults, Proxy};
-use crate::support::{Emulator, Run, copy_example, finish, slx_env, spawn_slx};
+use crate::support::{Aws, Emulator, Run, copy_example, finish, slx_env, spawn_slx};
 use aws_config::retry::RetryConfig;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -143,32 +143,34 @@ fn retries_ride_out_throttling_and_give_up_clearly() {
     assert!(r.code == 1 && r.stderr.contains("AWS_MAX_ATTEMPTS must be a whole number"), "{r:?}");
 }
 
-/// Event source mappings per (function, source), straight from Lambda.
-async fn mappings(lambda: &aws_sdk_lambda::Client) -> BTreeMap<(String, String), usize> {
-    let mut out = BTreeMap::new();
-    let all = lambda.list_event_source_mappings().max_items(1000).send().await.unwrap();
-    for m in all.event_source_mappings() {
-        let key = (m.function_arn().unwrap().to_string(), m.event_source_arn().unwrap().to_string());
-        *out.entry(key).or_insert(0) += 1;
+impl Aws {
+    /// Event source mappings per (function, source), straight from Lambda.
+    async fn mapping_counts(&self) -> BTreeMap<(String, String), usize> {
+        let mut out = BTreeMap::new();
+        let all = self.lambda.list_event_source_mappings().max_items(1000).send().await.unwrap();
+        for m in all.event_source_mappings() {
+            let key = (m.function_arn().unwrap().to_string(), m.event_source_arn().unwrap().to_string());
+            *out.entry(key).or_insert(0) += 1;
+        }
+        out
     }
-    out
-}
 
-/// APIs per name, straight from API Gateway.
-async fn apis(apigw: &aws_sdk_apigatewayv2::Client) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for a in apigw.get_apis().send().await.unwrap().items() {
-        *out.entry(a.name().unwrap().to_string()).or_insert(0) += 1;
+    /// APIs per name, straight from API Gateway.
+    async fn api_counts(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for a in self.apigateway.get_apis().send().await.unwrap().items() {
+            *out.entry(a.name().unwrap().to_string()).or_insert(0) += 1;
+        }
+        out
     }
-    out
 }
 
 /// Asserts nothing exists twice: one mapping per function and source, one API per name.
 async fn assert_no_duplicates(emu: &Emulator) {
-    let c = emu.sdk().await;
-    let m = mappings(&aws_sdk_lambda::Client::new(&c)).await;
+    let aws = Aws::new(emu).await;
+    let m = aws.mapping_counts().await;
     assert!(m.values().all(|n| *n == 1), "duplicate event source mappings: {m:?}");
-    let a = apis(&aws_sdk_apigatewayv2::Client::new(&c)).await;
+    let a = aws.api_counts().await;
     assert!(a.values().all(|n| *n == 1), "duplicate APIs: {a:?}");
 }
 
@@ -227,7 +229,7 @@ async fn lost_responses_never_create_twice() {
         assert!(lost.iter().any(|o| o == op), "a lost {op} response was exercised: {lost:?}");
     }
     assert_no_duplicates(&emu).await;
-    let m = mappings(&aws_sdk_lambda::Client::new(&emu.sdk().await)).await;
+    let m = Aws::new(&emu).await.mapping_counts().await;
     assert_eq!(m.len(), 3, "the examples' three mappings exist: {m:?}");
 }
 

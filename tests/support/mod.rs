@@ -113,6 +113,33 @@ impl Emulator {
     }
 }
 
+/// SDK clients on an emulator, for checking AWS state independently of slx.
+/// Test modules add the queries they need in their own `impl Aws` blocks.
+pub struct Aws {
+    pub lambda: aws_sdk_lambda::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub events: aws_sdk_eventbridge::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub apigateway: aws_sdk_apigatewayv2::Client,
+}
+
+impl Aws {
+    pub async fn new(emu: &Emulator) -> Aws {
+        let c = emu.sdk().await;
+        Aws {
+            lambda: aws_sdk_lambda::Client::new(&c),
+            sqs: aws_sdk_sqs::Client::new(&c),
+            iam: aws_sdk_iam::Client::new(&c),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&c),
+            events: aws_sdk_eventbridge::Client::new(&c),
+            dynamodb: aws_sdk_dynamodb::Client::new(&c),
+            apigateway: aws_sdk_apigatewayv2::Client::new(&c),
+        }
+    }
+}
+
 impl Drop for Emulator {
     fn drop(&mut self) {
         let _ = self.child.kill();
