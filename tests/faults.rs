@@ -303,3 +303,27 @@ async fn killed_deploys_converge_for_every_seed() {
     }
     assert_no_duplicates(&emu).await;
 }
+
+#[test]
+fn each_service_has_a_cap_on_calls_in_flight() {
+    // 40 functions, none deployed: planning reads each role by name
+    // (GetRole and GetRolePolicy at once), 80 IAM calls that could all go
+    // out together. IAM's cap is 8.
+    let emu = Emulator::start();
+    let proxy = Proxy::start(&emu.url, Faults::latency(100), BOUND);
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = String::from("stack: capped\ndefaults: { runtime: python3.12, handler: app.handler }\nfunctions:\n");
+    for i in 0..40 {
+        std::fs::create_dir_all(dir.path().join(format!("src/f{i}"))).unwrap();
+        std::fs::write(dir.path().join(format!("src/f{i}/app.py")), "def handler(e, c):\n    return 1\n").unwrap();
+        spec += &format!("  f{i}: {{ code: ./src/f{i} }}\n");
+    }
+    let path = dir.path().join("slx.yaml");
+    std::fs::write(&path, spec).unwrap();
+    let r = slx_via(&proxy, &[], &["plan", "-f", path.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let iam_calls = proxy.seen().iter().filter(|c| c.service == "iam").count();
+    assert!(iam_calls >= 80, "every role was read: {iam_calls}");
+    let peak = proxy.peak_in_flight();
+    assert!((2..=8).contains(&peak["iam"]), "IAM calls ran in parallel, at most 8 at once: {peak:?}");
+}

@@ -183,17 +183,16 @@ impl Aws {
     }
 
     /// Builds the provider from an SDK configuration the caller assembled;
-    /// each service's client gets its own cap on calls in flight.
+    /// each service's client gets its own cap on calls in flight, around the
+    /// configuration's HTTP client (usually none: then the SDK's default).
     pub fn new(config: &aws_config::SdkConfig) -> Result<Aws> {
         let region = config.region().map(|r| r.to_string()).ok_or_else(|| {
             anyhow!("no AWS region is configured\nhint: set `region:` in the spec, pass --region, or export AWS_REGION")
         })?;
-        let limited = |service: &str| match config.http_client() {
-            Some(http) => config
-                .to_builder()
-                .http_client(resilience::Limited::new(http, resilience::concurrency(service)))
-                .build(),
-            None => config.clone(),
+        let http = config.http_client().unwrap_or_else(resilience::https_client);
+        let limited = |service: &str| {
+            let capped = resilience::Limited::new(http.clone(), resilience::concurrency(service));
+            config.to_builder().http_client(capped).build()
         };
         Ok(Aws {
             lambda: aws_sdk_lambda::Client::new(&limited("lambda")),

@@ -61,6 +61,23 @@ pub fn concurrency(service: &str) -> usize {
     }
 }
 
+/// The SDK's default HTTPS client (rustls on aws-lc, proxy settings from the
+/// environment), built here because an `SdkConfig` leaves it to each service
+/// client to create, and [`Limited`] needs one to wrap.
+pub fn https_client() -> SharedHttpClient {
+    use aws_smithy_http_client::{Builder, ConnectorBuilder, proxy::ProxyConfig, tls};
+    Builder::new().build_with_connector_fn(|settings, components| {
+        let mut conn =
+            ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc));
+        conn.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            conn.set_sleep_impl(components.sleep_impl());
+        }
+        conn.set_proxy_config(Some(ProxyConfig::from_env()));
+        conn.build()
+    })
+}
+
 /// An HTTP client that lets at most N calls through at once.
 #[derive(Debug, Clone)]
 pub struct Limited {

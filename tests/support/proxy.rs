@@ -73,6 +73,8 @@ struct State {
     seen: Vec<Seen>,
     /// Operations already faulted, for `first_only`.
     faulted: std::collections::HashSet<String>,
+    /// Calls being answered now, and the most at once, per service.
+    in_flight: HashMap<String, (usize, usize)>,
 }
 
 pub struct Proxy {
@@ -89,7 +91,13 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("proxy binds loopback");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let rng = faults.seed.max(1);
-        let state = Arc::new(Mutex::new(State { faults, rng, seen: Vec::new(), faulted: Default::default() }));
+        let state = Arc::new(Mutex::new(State {
+            faults,
+            rng,
+            seen: Vec::new(),
+            faulted: Default::default(),
+            in_flight: HashMap::new(),
+        }));
         let stop = Arc::new(AtomicBool::new(false));
         let upstream = upstream.trim_start_matches("http://").to_string();
         let deadline = Instant::now() + bound;
@@ -129,7 +137,14 @@ impl Proxy {
     }
 
     pub fn reset(&self) {
-        self.state.lock().unwrap().seen.clear();
+        let mut s = self.state.lock().unwrap();
+        s.seen.clear();
+        s.in_flight.clear();
+    }
+
+    /// The most calls each service had in flight at once since the last reset.
+    pub fn peak_in_flight(&self) -> BTreeMap<String, usize> {
+        self.state.lock().unwrap().in_flight.iter().map(|(k, (_, peak))| (k.clone(), *peak)).collect()
     }
 
     /// Calls per `service:Operation`, split into (reads, writes), faults included.
@@ -224,6 +239,7 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>, stop: &AtomicB
         let Ok(Some(req)) = read_message(&mut reader, false) else { return };
         let call = classify(&req);
         let (delay, fault) = decide(state, &call);
+        let flight = Flight::enter(state, &call.service);
         std::thread::sleep(delay);
         state.lock().unwrap().seen.push(Seen { fault, ..call.clone() });
         let response = match fault {
@@ -235,11 +251,37 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>, stop: &AtomicB
                 Err(_) => return cut(client),
             },
         };
+        // Answered: the caller may send its next call as soon as it reads this.
+        drop(flight);
         if fault == Some("drop-response") {
             return cut(client);
         }
         if response.write_to(&mut client, "keep-alive").is_err() {
             return;
+        }
+    }
+}
+
+/// One call in flight for its service, from arrival until its answer is ready.
+struct Flight<'a> {
+    state: &'a Mutex<State>,
+    service: String,
+}
+
+impl<'a> Flight<'a> {
+    fn enter(state: &'a Mutex<State>, service: &str) -> Flight<'a> {
+        let mut s = state.lock().unwrap();
+        let (now, peak) = s.in_flight.entry(service.to_string()).or_default();
+        *now += 1;
+        *peak = (*peak).max(*now);
+        Flight { state, service: service.to_string() }
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        if let Some((now, _)) = self.state.lock().unwrap().in_flight.get_mut(&self.service) {
+            *now = now.saturating_sub(1);
         }
     }
 }
