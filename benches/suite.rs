@@ -6,7 +6,8 @@
 //! deploy and a one-function code change it reports wall time, API calls
 //! (reads / writes, counted by the proxy) and a lower bound: the round trips
 //! no client can avoid, times the latency. Then packaging against `zip -X -r`
-//! and `slx validate` on a 2,000-function spec.
+//! and `slx validate` on a 2,000-function spec; with `--retry-modes`, a
+//! deploy under throttling in each of the SDK's retry modes.
 
 #[path = "../tests/support/proxy.rs"]
 #[allow(dead_code)]
@@ -27,6 +28,8 @@ struct Args {
     packaging: bool,
     /// Print calls per operation for each scenario.
     ops: bool,
+    /// Compare the SDK's retry modes under throttling (slow: minutes).
+    retry_modes: bool,
 }
 
 fn args() -> Args {
@@ -36,6 +39,7 @@ fn args() -> Args {
         latencies: vec![0, 40],
         packaging: true,
         ops: false,
+        retry_modes: false,
     };
     let list = |s: String| s.split(',').map(|x| x.trim().parse().expect("a number")).collect::<Vec<u64>>();
     let mut it = std::env::args().skip(1);
@@ -46,6 +50,7 @@ fn args() -> Args {
             "--latencies" => a.latencies = list(it.next().expect("--latencies 0,40")),
             "--no-packaging" => a.packaging = false,
             "--ops" => a.ops = true,
+            "--retry-modes" => a.retry_modes = true,
             _ => {} // cargo passes --bench
         }
     }
@@ -114,9 +119,14 @@ struct Row {
 }
 
 fn slx(a: &Args, url: &str, args: &[&str]) -> (i32, String, Duration) {
+    slx_env(a, url, &[], args)
+}
+
+fn slx_env(a: &Args, url: &str, env: &[(&str, &str)], args: &[&str]) -> (i32, String, Duration) {
     let t = Instant::now();
     let out = Command::new(&a.slx)
         .args(args)
+        .envs(env.iter().copied())
         .env("AWS_ENDPOINT_URL", url)
         .env("AWS_ACCESS_KEY_ID", "bench")
         .env("AWS_SECRET_ACCESS_KEY", "bench")
@@ -301,6 +311,37 @@ fn packaging(a: &Args) {
     println!("| 2,000 functions | {lines} | {} |", secs(t));
 }
 
+/// The queue-worker example (9 resources) deployed with 30 % of calls
+/// throttled, once per `AWS_RETRY_MODE`.
+fn retry_modes(a: &Args) {
+    println!("\n### Retry modes: queue-worker example, 30 % of calls throttled\n");
+    println!("| `AWS_RETRY_MODE` | deploy wall | calls throttled |\n|---|---:|---:|");
+    for mode in ["standard", "adaptive"] {
+        let emu = Emulator::start();
+        let throttled = Faults { throttle: 0.3, seed: 7, ..Faults::default() };
+        let proxy = Proxy::start(&emu.1, throttled, Duration::from_secs(3600));
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&root().join("examples/queue-worker"), dir.path());
+        let spec = dir.path().join("slx.yaml");
+        let (_, _, wall) =
+            slx_env(a, &proxy.url, &[("AWS_RETRY_MODE", mode)], &["deploy", "-f", spec.to_str().unwrap(), "--yes"]);
+        let faults = proxy.seen().iter().filter(|c| c.fault.is_some()).count();
+        println!("| {mode} | {} | {faults} |", secs(wall));
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
 fn main() {
     let a = args();
     assert!(a.slx.exists(), "{} is not built; run scripts/bench", a.slx.display());
@@ -329,5 +370,8 @@ fn main() {
     }
     if a.packaging {
         packaging(&a);
+    }
+    if a.retry_modes {
+        retry_modes(&a);
     }
 }
