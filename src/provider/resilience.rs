@@ -6,7 +6,7 @@
 //! exponential backoff. Its adaptive mode (a client-side rate limiter) is
 //! opt-in: it sizes its rate from the traffic it has seen, and a CLI's short
 //! bursts teach it a rate so low that a 9-resource deploy under 30 % throttling
-//! took 199 s instead of 12 s (BENCHMARKS.md). A blind retry is only wrong for a create AWS does not
+//! takes minutes instead of seconds (BENCHMARKS.md). A blind retry is only wrong for a create AWS does not
 //! deduplicate, after a failure that may have been applied (a lost response):
 //! [`create_unique`] looks for the resource before trying again.
 
