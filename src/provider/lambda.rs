@@ -832,13 +832,20 @@ enum Held {
 async fn hold(cw: &aws_sdk_cloudwatch::Client, alarms: &[String], seconds: u64) -> Result<Held> {
     let until = Instant::now() + Duration::from_secs(seconds);
     let poll = if seconds <= 60 { Duration::from_secs(1) } else { Duration::from_secs(10) };
+    // The listener exists from its first poll on, so it is polled before
+    // anything else: a Ctrl-C during the first alarm check is not missed.
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
-        if !alarms.is_empty()
-            && let Some(a) = firing(cw, alarms).await?
-        {
-            return Ok(Held::Alarm(a));
+        let check = async { if alarms.is_empty() { Ok(None) } else { firing(cw, alarms).await } };
+        tokio::select! {
+            biased;
+            _ = &mut ctrl_c => return Ok(Held::Interrupted),
+            firing = check => {
+                if let Some(a) = firing? {
+                    return Ok(Held::Alarm(a));
+                }
+            }
         }
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
