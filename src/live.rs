@@ -7,7 +7,7 @@
 
 use crate::graph::{Facts, Graph};
 use crate::provider::{Identity, Listed, Provider};
-use crate::resource::{Kind, Live};
+use crate::resource::{AliasConfig, AsyncConfig, Kind, Live, Owner};
 use anyhow::Result;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -57,21 +57,24 @@ pub async fn read_one(provider: &dyn Provider, kind: Kind, name: &str, prefix: &
     if listed.is_none() && !read_without_listing(kind) {
         return Ok(None);
     }
-    provider.read(kind, name, listed.as_ref()).await
+    let mut live = provider.read(kind, name, listed.as_ref()).await?;
+    if let Some(alias) = live.as_mut().filter(|l| l.kind == Kind::Alias) {
+        let function = alias.config["function"].as_str().unwrap_or_default().to_string();
+        if let Some(f) = Box::pin(read_one(provider, Kind::Function, &function, prefix)).await? {
+            complete_alias(alias, f.owner().as_ref(), &f.alias_async);
+        }
+    }
+    Ok(live)
 }
 
 pub async fn read(provider: Arc<dyn Provider>, graph: &Graph) -> Result<LiveState> {
     let prefix = prefix(&graph.stack, &graph.stage);
-    let mut listings: HashMap<Kind, BTreeMap<String, Listed>> = HashMap::new();
-    let lists = Kind::ALL.map(|k| {
-        let p = provider.clone();
-        let prefix = prefix.clone();
-        tokio::spawn(async move { (k, p.list(k, &prefix).await) })
-    });
-    for task in lists {
-        let (k, listed) = task.await?;
-        listings.insert(k, listed?.into_iter().map(|l| (l.name.clone(), l)).collect());
-    }
+    let listings: HashMap<Kind, BTreeMap<String, Listed>> = provider
+        .list_all(&prefix)
+        .await?
+        .into_iter()
+        .map(|(k, listed)| (k, listed.into_iter().map(|l| (l.name.clone(), l)).collect()))
+        .collect();
 
     let sem = Arc::new(Semaphore::new(READ_CONCURRENCY));
     let mut tasks = tokio::task::JoinSet::new();
@@ -114,27 +117,37 @@ pub async fn read(provider: Arc<dyn Provider>, graph: &Graph) -> Result<LiveStat
             }
         }
     }
-    own_aliases(&mut state);
+    complete_aliases(&mut state);
     state.orphans.sort_by(|a, b| (a.kind.delete_rank(), &a.name).cmp(&(b.kind.delete_rank(), &b.name)));
     Ok(state)
 }
 
-/// Aliases carry no tags: each belongs to whoever owns its function, under
-/// the address `alias.{function}.{alias}`.
-fn own_aliases(state: &mut LiveState) {
-    let owners: HashMap<String, crate::resource::Owner> = state
+/// Completes each alias from its function's read: aliases carry no tags, so
+/// each belongs to whoever owns its function, under the address
+/// `alias.{function}.{alias}`; and the function's read listed every alias's
+/// async invocation config.
+fn complete_aliases(state: &mut LiveState) {
+    let functions: HashMap<String, (Option<Owner>, AliasAsync)> = state
         .desired
         .values()
         .filter(|l| l.kind == Kind::Function)
-        .filter_map(|l| Some((l.name.clone(), l.owner()?)))
+        .map(|l| (l.name.clone(), (l.owner(), l.alias_async.clone())))
         .collect();
     for live in state.desired.values_mut().filter(|l| l.kind == Kind::Alias) {
-        let (Some(function), Some(alias)) = (live.config["function"].as_str(), live.config["name"].as_str()) else {
-            continue;
-        };
-        let Some(owner) = owners.get(function) else { continue };
-        let short = owner.address.strip_prefix("function.").unwrap_or(&owner.address);
-        let tags = crate::resource::Owner { address: format!("alias.{short}.{alias}"), ..owner.clone() }.tags();
-        live.config["tags"] = serde_json::to_value(tags).expect("tags serialize");
+        if let Some((owner, configs)) = live.config["function"].as_str().and_then(|f| functions.get(f)) {
+            complete_alias(live, owner.as_ref(), configs);
+        }
     }
+}
+
+type AliasAsync = BTreeMap<String, AsyncConfig>;
+
+fn complete_alias(alias: &mut Live, owner: Option<&Owner>, configs: &AliasAsync) {
+    let Ok(mut config) = serde_json::from_value::<AliasConfig>(alias.config.clone()) else { return };
+    config.async_config = configs.get(&config.name).cloned();
+    if let Some(owner) = owner {
+        let short = owner.address.strip_prefix("function.").unwrap_or(&owner.address);
+        config.tags = Owner { address: format!("alias.{short}.{}", config.name), ..owner.clone() }.tags();
+    }
+    alias.config = serde_json::to_value(config).expect("alias config serializes");
 }

@@ -377,6 +377,11 @@ pub struct Live {
     /// Why deleting it would lose data (e.g. "holds 3 messages"), if it would.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
+    /// A function's aliases' async invocation configs (by alias name), read
+    /// with the function in one call; `live::read` hands each to its alias.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub alias_async: BTreeMap<String, AsyncConfig>,
 }
 
 /// The `tags` of a configuration (desired or live); none when absent.

@@ -42,6 +42,12 @@ fn finish(child: Child) -> Run {
 }
 
 /// Waits until the alias sends some traffic to a second version, and returns it.
+async fn alias_async(
+    lambda: &aws_sdk_lambda::Client,
+) -> aws_sdk_lambda::operation::get_function_event_invoke_config::GetFunctionEventInvokeConfigOutput {
+    lambda.get_function_event_invoke_config().function_name("pricing-dev-quote").qualifier("live").send().await.unwrap()
+}
+
 async fn wait_for_canary(lambda: &aws_sdk_lambda::Client) -> (String, (String, f64)) {
     let started = Instant::now();
     loop {
@@ -82,13 +88,7 @@ async fn canary_releases_promote_and_roll_back_on_alarm() {
         mappings.event_source_mappings()[0].function_arn(),
         Some("arn:aws:lambda:us-east-1:123456789012:function:pricing-dev-quote:live")
     );
-    let on_alias = lambda
-        .get_function_event_invoke_config()
-        .function_name("pricing-dev-quote")
-        .qualifier("live")
-        .send()
-        .await
-        .unwrap();
+    let on_alias = alias_async(&lambda).await;
     assert_eq!((on_alias.maximum_retry_attempts(), on_alias.maximum_event_age_in_seconds()), (Some(0), Some(3600)));
     let unqualified = lambda.get_function_event_invoke_config().function_name("pricing-dev-quote").send().await;
     assert!(unqualified.is_err(), "async settings live on the alias only: {unqualified:?}");
@@ -128,6 +128,22 @@ async fn canary_releases_promote_and_roll_back_on_alarm() {
     let run = emu.slx(&["deploy", "-f", file, "--yes"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(emu.writes().is_empty(), "{:?}", emu.writes());
+
+    // The alias's async settings are read with its function's, and drift there is seen and reverted.
+    lambda
+        .put_function_event_invoke_config()
+        .function_name("pricing-dev-quote")
+        .qualifier("live")
+        .maximum_retry_attempts(2)
+        .maximum_event_age_in_seconds(3600)
+        .send()
+        .await
+        .unwrap();
+    let plan = emu.slx(&["plan", "-f", file]);
+    assert!(plan.stdout.contains("  ~ alias.quote.live  update  pricing-dev-quote:live  [drift]\n"), "{plan:?}");
+    assert!(plan.stdout.contains("      async.max_retries: 2 → 0  (drift"), "{plan:?}");
+    assert_eq!(emu.slx(&["deploy", "-f", file, "--yes"]).code, 0);
+    assert_eq!(alias_async(&lambda).await.maximum_retry_attempts(), Some(0));
 
     // v3 with the alarm going off mid-rollout: back on v2, non-zero exit naming the alarm.
     std::fs::write(&code, std::fs::read_to_string(&code).unwrap() + "# v3\n").unwrap();

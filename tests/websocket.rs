@@ -3,6 +3,7 @@
 use crate::support::{Emulator, copy_example, edit, percent_decode};
 use aws_sdk_apigatewayv2::Client as ApiGateway;
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 async fn api_id(api: &ApiGateway) -> String {
     let apis = api.get_apis().send().await.unwrap();
@@ -142,7 +143,21 @@ async fn websocket_chat_lifecycle() {
     assert!(run.stdout.contains("      redeploy: (none) → \"after changes to route.chat.sendMessage\"\n"), "{run:?}");
     assert_eq!(emu.slx(&["deploy", "-f", file, "--yes"]).code, 0);
     assert_ne!(stage_deployment(&api, &id).await, second);
+    emu.reset_calls();
     assert_eq!(emu.slx(&["plan", "-f", file, "--detailed-exitcode"]).code, 0);
+    // A parent's listing serves all its children: the API is walked once,
+    // and a function's async configs come in one call with its aliases'.
+    let mut calls: BTreeMap<String, usize> = BTreeMap::new();
+    for c in emu.calls() {
+        *calls.entry(c.operation).or_default() += 1;
+    }
+    let functions = calls.get("GetFunction").copied().unwrap_or(0);
+    assert!(functions >= 4, "{calls:?}");
+    for (op, n) in [("GetApis", 1), ("GetIntegrations", 1), ("GetRoutes", 1), ("GetStages", 1), ("ListEventBuses", 1)] {
+        assert_eq!(calls.get(op).copied().unwrap_or(0), n, "{op}: {calls:?}");
+    }
+    assert_eq!(calls.get("ListFunctionEventInvokeConfigs").copied().unwrap_or(0), functions, "{calls:?}");
+    assert!(!calls.contains_key("GetFunctionEventInvokeConfig"), "{calls:?}");
 
     // Removing a route from the spec deletes it before the redeploy.
     edit(&spec, "      typing: typing\n", "");

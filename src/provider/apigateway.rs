@@ -91,50 +91,53 @@ fn uri_function(uri: &str) -> (String, Option<String>) {
     }
 }
 
+/// The listings of `kinds` (API Gateway kinds), walking the APIs once:
+/// one GetIntegrations serves integrations and routes, one GetStages serves
+/// stages and deployments.
 pub(super) async fn list(
     c: &Client,
     lambda_client: &aws_sdk_lambda::Client,
-    kind: Kind,
+    kinds: &[Kind],
     prefix: &str,
-) -> Result<Vec<Listed>> {
+) -> Result<Vec<(Kind, Listed)>> {
     let mut out = Vec::new();
+    let wants = |k: Kind| kinds.contains(&k);
     for api in apis(c, prefix).await? {
         let (id, name) = (api.api_id().unwrap_or_default().to_string(), api.name().unwrap_or_default().to_string());
-        if kind == Kind::WebSocket {
+        if wants(Kind::WebSocket) {
             let extra = json!({
                 "route_selection": api.route_selection_expression(),
                 "description": api.description().unwrap_or_default(),
                 "tags": api_tags(&api),
                 "endpoint": api.api_endpoint(),
             });
-            out.push(Listed { name, id, extra });
-            continue;
+            out.push((Kind::WebSocket, Listed { name: name.clone(), id: id.clone(), extra }));
         }
         // Children are only read under APIs this stack owns.
         let Some(ws) = ws_name(&api) else { continue };
-        match kind {
-            Kind::Integration | Kind::Route => {
-                let integrations = c
-                    .get_integrations()
-                    .api_id(&id)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("apigateway:GetIntegrations", &e))?;
-                let uris: HashMap<String, String> = integrations
-                    .items()
-                    .iter()
-                    .filter_map(|i| Some((i.integration_id()?.to_string(), i.integration_uri()?.to_string())))
-                    .collect();
-                if kind == Kind::Integration {
-                    for (iid, uri) in &uris {
-                        let (function, _) = uri_function(uri);
-                        let short = function.strip_prefix(prefix).unwrap_or(&function);
-                        let tags = inherited(&api, format!("integration.{ws}.{short}"));
-                        let config = json!({ "api_id": id, "uri": uri, "tags": tags });
-                        out.push(Listed { name: format!("{name}|{function}"), id: iid.clone(), extra: config });
-                    }
-                    continue;
+        if wants(Kind::Integration) || wants(Kind::Route) {
+            let integrations = c
+                .get_integrations()
+                .api_id(&id)
+                .send()
+                .await
+                .map_err(|e| aws_error("apigateway:GetIntegrations", &e))?;
+            let uris: HashMap<String, String> = integrations
+                .items()
+                .iter()
+                .filter_map(|i| Some((i.integration_id()?.to_string(), i.integration_uri()?.to_string())))
+                .collect();
+            if wants(Kind::Integration) {
+                for (iid, uri) in &uris {
+                    let (function, _) = uri_function(uri);
+                    let short = function.strip_prefix(prefix).unwrap_or(&function);
+                    let tags = inherited(&api, format!("integration.{ws}.{short}"));
+                    let config = json!({ "api_id": id, "uri": uri, "tags": tags });
+                    let listed = Listed { name: format!("{name}|{function}"), id: iid.clone(), extra: config };
+                    out.push((Kind::Integration, listed));
                 }
+            }
+            if wants(Kind::Route) {
                 let routes =
                     c.get_routes().api_id(&id).send().await.map_err(|e| aws_error("apigateway:GetRoutes", &e))?;
                 for r in routes.items() {
@@ -162,56 +165,59 @@ pub(super) async fn list(
                         "permission": permission,
                         "tags": inherited(&api, format!("route.{ws}.{key}")),
                     });
-                    out.push(Listed { name: format!("{name}|{key}"), id: rid.to_string(), extra: config });
+                    out.push((
+                        Kind::Route,
+                        Listed { name: format!("{name}|{key}"), id: rid.to_string(), extra: config },
+                    ));
                 }
             }
-            Kind::Stage | Kind::Deployment => {
-                let stages =
-                    c.get_stages().api_id(&id).send().await.map_err(|e| aws_error("apigateway:GetStages", &e))?;
-                for s in stages.items() {
-                    let Some(stage_name) = s.stage_name() else { continue };
-                    let listed_name = format!("{name}|{stage_name}");
-                    if kind == Kind::Stage {
-                        let settings = s.default_route_settings();
-                        let throttling = settings.and_then(|r| {
-                            Some(StageThrottling {
-                                burst: r.throttling_burst_limit()? as u32,
-                                rate: r.throttling_rate_limit()?,
-                            })
-                        });
-                        let access_log = s.access_log_settings().and_then(|a| {
-                            Some(StageAccessLog {
-                                destination_arn: a.destination_arn()?.to_string(),
-                                format: a.format()?.to_string(),
-                            })
-                        });
-                        let config = StageConfig {
-                            api_id: id.clone(),
-                            stage_name: stage_name.to_string(),
-                            throttling,
-                            access_log,
-                            tags: s.tags().cloned().unwrap_or_default().into_iter().collect(),
-                        };
-                        out.push(Listed { name: listed_name, id: id.clone(), extra: serde_json::to_value(config)? });
-                    } else if let Some(did) = s.deployment_id() {
-                        let d = c
-                            .get_deployment()
-                            .api_id(&id)
-                            .deployment_id(did)
-                            .send()
-                            .await
-                            .map_err(|e| aws_error("apigateway:GetDeployment", &e))?;
-                        let config = json!({
-                            "api_id": id,
-                            "stage_name": stage_name,
-                            "fingerprint": d.description().unwrap_or_default(),
-                            "tags": inherited(&api, format!("deployment.{ws}")),
-                        });
-                        out.push(Listed { name: listed_name, id: did.to_string(), extra: config });
-                    }
+        }
+        if wants(Kind::Stage) || wants(Kind::Deployment) {
+            let stages = c.get_stages().api_id(&id).send().await.map_err(|e| aws_error("apigateway:GetStages", &e))?;
+            for s in stages.items() {
+                let Some(stage_name) = s.stage_name() else { continue };
+                let listed_name = format!("{name}|{stage_name}");
+                if wants(Kind::Stage) {
+                    let settings = s.default_route_settings();
+                    let throttling = settings.and_then(|r| {
+                        Some(StageThrottling {
+                            burst: r.throttling_burst_limit()? as u32,
+                            rate: r.throttling_rate_limit()?,
+                        })
+                    });
+                    let access_log = s.access_log_settings().and_then(|a| {
+                        Some(StageAccessLog {
+                            destination_arn: a.destination_arn()?.to_string(),
+                            format: a.format()?.to_string(),
+                        })
+                    });
+                    let config = StageConfig {
+                        api_id: id.clone(),
+                        stage_name: stage_name.to_string(),
+                        throttling,
+                        access_log,
+                        tags: s.tags().cloned().unwrap_or_default().into_iter().collect(),
+                    };
+                    let extra = serde_json::to_value(config)?;
+                    out.push((Kind::Stage, Listed { name: listed_name.clone(), id: id.clone(), extra }));
+                }
+                if let Some(did) = s.deployment_id().filter(|_| wants(Kind::Deployment)) {
+                    let d = c
+                        .get_deployment()
+                        .api_id(&id)
+                        .deployment_id(did)
+                        .send()
+                        .await
+                        .map_err(|e| aws_error("apigateway:GetDeployment", &e))?;
+                    let config = json!({
+                        "api_id": id,
+                        "stage_name": stage_name,
+                        "fingerprint": d.description().unwrap_or_default(),
+                        "tags": inherited(&api, format!("deployment.{ws}")),
+                    });
+                    out.push((Kind::Deployment, Listed { name: listed_name, id: did.to_string(), extra: config }));
                 }
             }
-            _ => {}
         }
     }
     Ok(out)
@@ -228,7 +234,7 @@ pub(super) fn read(kind: Kind, name: &str, listed: Option<&Listed>) -> Result<Op
             outputs.insert("endpoint".to_string(), e.to_string());
         }
     }
-    Ok(Some(Live { kind, name: name.to_string(), config, outputs, data: None }))
+    Ok(Some(Live { kind, name: name.to_string(), config, outputs, data: None, alias_async: Default::default() }))
 }
 
 fn route_settings(s: &StageConfig) -> Option<RouteSettings> {

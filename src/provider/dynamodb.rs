@@ -133,7 +133,14 @@ pub(super) async fn read(c: &Client, name: &str, listed: Option<&Listed>) -> Res
         outputs.insert("stream_arn".to_string(), s.to_string());
     }
     let data = has_items(c, name).await?.then(|| "holds items".to_string());
-    Ok(Some(Live { kind: Kind::Table, name: name.to_string(), config: serde_json::to_value(config)?, outputs, data }))
+    Ok(Some(Live {
+        kind: Kind::Table,
+        name: name.to_string(),
+        config: serde_json::to_value(config)?,
+        outputs,
+        data,
+        alias_async: Default::default(),
+    }))
 }
 
 fn stream_spec(view: Option<&str>) -> StreamSpecification {

@@ -97,6 +97,7 @@ pub(super) async fn read_bus(c: &Client, name: &str, listed: Option<&Listed>) ->
         config: serde_json::to_value(config)?,
         outputs,
         data: None,
+        alias_async: Default::default(),
     }))
 }
 
@@ -118,39 +119,44 @@ pub(super) async fn delete_bus(c: &Client, prior: &Live) -> Result<()> {
     Ok(())
 }
 
-/// Rules of this stack on the default bus and on the stack's own buses.
-pub(super) async fn list_rules(c: &Client, prefix: &str) -> Result<Vec<Listed>> {
-    let mut buses = vec!["default".to_string()];
-    buses.extend(list_buses(c, prefix).await?.into_iter().map(|b| b.name));
+/// The stack's buses, and its rules on the default bus and on those buses:
+/// one bus listing serves both kinds.
+pub(super) async fn list_buses_and_rules(c: &Client, prefix: &str) -> Result<(Vec<Listed>, Vec<Listed>)> {
+    let (rules, buses) = tokio::join!(rules_on(c, prefix, "default"), list_buses(c, prefix));
+    let (mut rules, buses) = (rules?, buses?);
+    for bus in buses.iter().filter(|b| b.name != "default") {
+        rules.extend(rules_on(c, prefix, &bus.name).await?);
+    }
+    Ok((buses, rules))
+}
+
+async fn rules_on(c: &Client, prefix: &str, bus: &str) -> Result<Vec<Listed>> {
     let mut out = Vec::new();
-    for bus in buses {
-        let mut token = None;
-        loop {
-            let page = c
-                .list_rules()
-                .name_prefix(prefix)
-                .event_bus_name(&bus)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(|e| aws_error("events:ListRules", &e))?;
-            for r in page.rules() {
-                let (Some(name), Some(arn)) = (r.name(), r.arn()) else { continue };
-                let extra = json!({
-                    "bus": bus,
-                    "schedule": r.schedule_expression(),
-                    "pattern": r.event_pattern().and_then(|p| serde_json::from_str::<Value>(p).ok()),
-                    "enabled": r.state() == Some(&RuleState::Enabled),
-                });
-                out.push(Listed { name: name.to_string(), id: arn.to_string(), extra });
-            }
-            token = page.next_token().map(String::from);
-            if token.is_none() {
-                break;
-            }
+    let mut token = None;
+    loop {
+        let page = c
+            .list_rules()
+            .name_prefix(prefix)
+            .event_bus_name(bus)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| aws_error("events:ListRules", &e))?;
+        for r in page.rules() {
+            let (Some(name), Some(arn)) = (r.name(), r.arn()) else { continue };
+            let extra = json!({
+                "bus": bus,
+                "schedule": r.schedule_expression(),
+                "pattern": r.event_pattern().and_then(|p| serde_json::from_str::<Value>(p).ok()),
+                "enabled": r.state() == Some(&RuleState::Enabled),
+            });
+            out.push(Listed { name: name.to_string(), id: arn.to_string(), extra });
+        }
+        token = page.next_token().map(String::from);
+        if token.is_none() {
+            return Ok(out);
         }
     }
-    Ok(out)
 }
 
 pub(super) async fn read_rule(
@@ -197,7 +203,14 @@ pub(super) async fn read_rule(
         config["target"] = Value::Null;
     }
     let outputs = Outputs::from([("arn".to_string(), listed.id.clone())]);
-    Ok(Some(Live { kind: Kind::Rule, name: name.to_string(), config, outputs, data: None }))
+    Ok(Some(Live {
+        kind: Kind::Rule,
+        name: name.to_string(),
+        config,
+        outputs,
+        data: None,
+        alias_async: Default::default(),
+    }))
 }
 
 async fn put_rule(c: &Client, name: &str, r: &RuleConfig, with_tags: bool) -> Result<String> {

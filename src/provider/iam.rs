@@ -110,6 +110,7 @@ pub(super) async fn read(c: &Client, name: &str) -> Result<Option<Live>> {
         config: serde_json::to_value(config)?,
         outputs: Outputs::from([("arn".to_string(), role.arn().to_string())]),
         data: None,
+        alias_async: Default::default(),
     }))
 }
 

@@ -17,6 +17,7 @@ use aws_sdk_lambda::types::{
     EventSourcePosition, Filter, FilterCriteria, FunctionCode, FunctionResponseType, LastUpdateStatus, OnFailure,
     Runtime, ScalingConfig, State,
 };
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -85,14 +86,16 @@ pub(super) async fn list(c: &Client, prefix: &str) -> Result<Vec<Listed>> {
 }
 
 pub(super) async fn read(c: &Client, name: &str) -> Result<Option<Live>> {
-    let (out, async_config) = tokio::join!(c.get_function().function_name(name).send(), read_async(c, name, None));
+    let (out, async_configs) = tokio::join!(c.get_function().function_name(name).send(), read_async(c, name));
     let out = match out {
         Ok(o) => o,
         Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
         Err(e) => return Err(aws_error("lambda:GetFunction", &e)),
     };
     let f = out.configuration().context("lambda:GetFunction returned no configuration")?;
-    let async_config = async_config?;
+    // None: deleted between the two calls, as absent as GetFunction would have said.
+    let Some(mut async_configs) = async_configs? else { return Ok(None) };
+    let async_config = async_configs.remove("");
     let config = FunctionConfig {
         role: f.role().unwrap_or_default().to_string(),
         handler: f.handler().unwrap_or_default().to_string(),
@@ -120,24 +123,42 @@ pub(super) async fn read(c: &Client, name: &str) -> Result<Option<Live>> {
         config: serde_json::to_value(config)?,
         outputs: Outputs::from([("arn".to_string(), f.function_arn().unwrap_or_default().to_string())]),
         data: None,
+        alias_async: async_configs,
     }))
 }
 
-/// The async invocation settings of a function (or of one alias), if any.
-async fn read_async(c: &Client, function: &str, qualifier: Option<&str>) -> Result<Option<AsyncConfig>> {
-    let call = c.get_function_event_invoke_config().function_name(function).set_qualifier(qualifier.map(String::from));
-    match call.send().await {
-        Ok(a) => Ok(Some(AsyncConfig {
-            max_retries: a.maximum_retry_attempts().unwrap_or(2) as u32,
-            max_event_age: a.maximum_event_age_in_seconds().unwrap_or(21_600) as u64,
-            on_failure: a
-                .destination_config()
-                .and_then(|d| d.on_failure())
-                .and_then(|o| o.destination())
-                .map(String::from),
-        })),
-        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(None),
-        Err(e) => Err(aws_error("lambda:GetFunctionEventInvokeConfig", &e)),
+/// The async invocation settings of a function and of each of its aliases,
+/// by qualifier ("" for the function itself), in one call per 50: reading
+/// them per alias would cost a call each. None when the function is gone.
+async fn read_async(c: &Client, function: &str) -> Result<Option<BTreeMap<String, AsyncConfig>>> {
+    let mut out = BTreeMap::new();
+    let mut marker = None;
+    loop {
+        let call = c.list_function_event_invoke_configs().function_name(function).set_marker(marker).max_items(50);
+        let page = match call.send().await {
+            Ok(page) => page,
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
+            Err(e) => return Err(aws_error("lambda:ListFunctionEventInvokeConfigs", &e)),
+        };
+        for a in page.function_event_invoke_configs() {
+            // `arn:…:function:NAME`, `…:NAME:$LATEST` or `…:NAME:QUALIFIER`.
+            let arn = a.function_arn().unwrap_or_default();
+            let qualifier = arn.split(':').nth(7).filter(|q| *q != "$LATEST").unwrap_or_default();
+            let config = AsyncConfig {
+                max_retries: a.maximum_retry_attempts().unwrap_or(2) as u32,
+                max_event_age: a.maximum_event_age_in_seconds().unwrap_or(21_600) as u64,
+                on_failure: a
+                    .destination_config()
+                    .and_then(|d| d.on_failure())
+                    .and_then(|o| o.destination())
+                    .map(String::from),
+            };
+            out.insert(qualifier.to_string(), config);
+        }
+        marker = page.next_marker().map(String::from);
+        if marker.is_none() {
+            return Ok(Some(out));
+        }
     }
 }
 
@@ -474,7 +495,14 @@ pub(super) async fn read_mapping(c: &Client, name: &str, listed: Option<&Listed>
         serde_json::to_value(tags.tags().cloned().unwrap_or_default().into_iter().collect::<crate::resource::Tags>())?;
     config.as_object_mut().map(|m| m.remove("arn"));
     let outputs = Outputs::from([("uuid".to_string(), listed.id.clone()), ("arn".to_string(), arn)]);
-    Ok(Some(Live { kind: Kind::EventSource, name: name.to_string(), config, outputs, data: None }))
+    Ok(Some(Live {
+        kind: Kind::EventSource,
+        name: name.to_string(),
+        config,
+        outputs,
+        data: None,
+        alias_async: BTreeMap::new(),
+    }))
 }
 
 fn filters(m: &EventSourceConfig) -> Option<FilterCriteria> {
@@ -727,10 +755,9 @@ pub(super) async fn read_alias(c: &Client, name: &str) -> Result<Option<Live>> {
         .and_then(|r| r.additional_version_weights())
         .filter(|m| !m.is_empty())
         .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect::<std::collections::BTreeMap<_, _>>());
-    let (versions, pc, async_config) = tokio::join!(
+    let (versions, pc) = tokio::join!(
         versions(c, function),
         c.get_provisioned_concurrency_config().function_name(function).qualifier(alias).send(),
-        read_async(c, function, Some(alias))
     );
     let versions = versions?;
     let config_of = |v: &str| versions.iter().find(|c| c.version() == Some(v));
@@ -743,8 +770,9 @@ pub(super) async fn read_alias(c: &Client, name: &str) -> Result<Option<Live>> {
         Err(e) if error_code(&e).is_some_and(|c| c.contains("NotFound")) => None,
         Err(e) => return Err(aws_error("lambda:GetProvisionedConcurrencyConfig", &e)),
     };
-    // Aliases carry no tags: they belong to whoever owns their function,
-    // which the live reader fills in from the function it read anyway.
+    // Aliases carry no tags: they belong to whoever owns their function. Tags
+    // and async config come from the function's read (`live::read` hands
+    // them over), which lists every qualifier's async config in one call.
     let tags = crate::resource::Tags::new();
     let config = crate::resource::AliasConfig {
         function: function.to_string(),
@@ -753,7 +781,7 @@ pub(super) async fn read_alias(c: &Client, name: &str) -> Result<Option<Live>> {
         current,
         routing,
         provisioned_concurrency: pc,
-        async_config: async_config?,
+        async_config: None,
         tags,
         rollout: None,
     };
@@ -767,6 +795,7 @@ pub(super) async fn read_alias(c: &Client, name: &str) -> Result<Option<Live>> {
         config: serde_json::to_value(config)?,
         outputs,
         data: None,
+        alias_async: BTreeMap::new(),
     }))
 }
 

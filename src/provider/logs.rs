@@ -70,6 +70,7 @@ pub(super) async fn read(c: &Client, name: &str, listed: Option<&Listed>) -> Res
         config: serde_json::to_value(config)?,
         outputs: Outputs::from([("arn".to_string(), listed.id.clone())]),
         data: None,
+        alias_async: Default::default(),
     }))
 }
 

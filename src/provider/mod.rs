@@ -25,6 +25,7 @@ use anyhow::{Context, Result, anyhow};
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use serde_json::Value;
+use std::collections::HashMap;
 
 /// Who and where we are deploying.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +60,10 @@ pub trait Provider: Send + Sync {
 
     /// Resources of `kind` whose physical names start with `prefix`.
     async fn list(&self, kind: Kind, prefix: &str) -> Result<Vec<Listed>>;
+
+    /// Every kind's listing at once, by kind; kinds listed under the same
+    /// parent (rules under buses, routes under APIs) share its calls.
+    async fn list_all(&self, prefix: &str) -> Result<HashMap<Kind, Vec<Listed>>>;
 
     /// The live state of one resource, or None when it does not exist.
     async fn read(&self, kind: Kind, name: &str, listed: Option<&Listed>) -> Result<Option<Live>>;
@@ -256,13 +261,47 @@ impl Provider for Aws {
             Kind::Table => dynamodb::list(&self.dynamodb, prefix).await,
             Kind::Bus => eventbridge::list_buses(&self.events, prefix).await,
             Kind::EventSource => lambda::list_mappings(&self.lambda, prefix).await,
-            Kind::Rule => eventbridge::list_rules(&self.events, prefix).await,
+            Kind::Rule => Ok(eventbridge::list_buses_and_rules(&self.events, prefix).await?.1),
             k @ (Kind::WebSocket | Kind::Integration | Kind::Route | Kind::Stage | Kind::Deployment) => {
-                apigateway::list(&self.apigateway, &self.lambda, k, prefix).await
+                let listed = apigateway::list(&self.apigateway, &self.lambda, &[k], prefix).await?;
+                Ok(listed.into_iter().map(|(_, l)| l).collect())
             }
             // Read by name: listing would cost a call per function.
             Kind::Alias => Ok(Vec::new()),
         }
+    }
+
+    async fn list_all(&self, prefix: &str) -> Result<HashMap<Kind, Vec<Listed>>> {
+        const API: [Kind; 5] = [Kind::WebSocket, Kind::Integration, Kind::Route, Kind::Stage, Kind::Deployment];
+        let (queues, roles, log_groups, functions, tables, mappings, (buses, rules), apis) = tokio::try_join!(
+            self.list(Kind::Queue, prefix),
+            self.list(Kind::Role, prefix),
+            self.list(Kind::LogGroup, prefix),
+            self.list(Kind::Function, prefix),
+            self.list(Kind::Table, prefix),
+            self.list(Kind::EventSource, prefix),
+            eventbridge::list_buses_and_rules(&self.events, prefix),
+            apigateway::list(&self.apigateway, &self.lambda, &API, prefix),
+        )?;
+        let mut all = HashMap::from([
+            (Kind::Queue, queues),
+            (Kind::Role, roles),
+            (Kind::LogGroup, log_groups),
+            (Kind::Function, functions),
+            (Kind::Table, tables),
+            (Kind::EventSource, mappings),
+            (Kind::Bus, buses),
+            (Kind::Rule, rules),
+            (Kind::Alias, Vec::new()),
+        ]);
+        for k in API {
+            all.insert(k, Vec::new());
+        }
+        for (k, listed) in apis {
+            all.entry(k).or_default().push(listed);
+        }
+        debug_assert!(Kind::ALL.iter().all(|k| all.contains_key(k)), "every kind is listed");
+        Ok(all)
     }
 
     async fn read(&self, kind: Kind, name: &str, listed: Option<&Listed>) -> Result<Option<Live>> {

@@ -97,6 +97,7 @@ pub(super) async fn read(c: &Client, name: &str, listed: Option<&Listed>) -> Res
         config: serde_json::to_value(config)?,
         outputs: Outputs::from([("url".to_string(), url.clone()), ("arn".to_string(), arn)]),
         data: (messages > 0).then(|| format!("holds {messages} message{}", if messages == 1 { "" } else { "s" })),
+        alias_async: Default::default(),
     }))
 }
 
