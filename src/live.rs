@@ -1,8 +1,8 @@
 //! Reads what exists in AWS for one stack and stage, through the provider.
 //!
-//! One listing call per kind (by name prefix) finds candidates; then each
-//! desired resource and each candidate slx might own is read, with bounded
-//! concurrency. Candidates whose `slx:` tags name another stack or stage are
+//! One listing pass over every kind (by name prefix, kinds under one parent
+//! sharing its calls) finds candidates; then each desired resource and each
+//! candidate slx might own is read, with bounded concurrency. Candidates whose `slx:` tags name another stack or stage are
 //! dropped here: they are never planned for, so never touched.
 
 use crate::graph::{Facts, Graph};

@@ -294,9 +294,7 @@ impl Provider for Aws {
             (Kind::Rule, rules),
             (Kind::Alias, Vec::new()),
         ]);
-        for k in API {
-            all.insert(k, Vec::new());
-        }
+        all.extend(API.map(|k| (k, Vec::new())));
         for (k, listed) in apis {
             all.entry(k).or_default().push(listed);
         }
