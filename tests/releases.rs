@@ -48,6 +48,17 @@ async fn alias_async(
     lambda.get_function_event_invoke_config().function_name("pricing-dev-quote").qualifier("live").send().await.unwrap()
 }
 
+async fn set_alarm(cloudwatch: &aws_sdk_cloudwatch::Client, state: StateValue, reason: &str) {
+    cloudwatch
+        .set_alarm_state()
+        .alarm_name("pricing-quote-errors")
+        .state_value(state)
+        .state_reason(reason)
+        .send()
+        .await
+        .unwrap();
+}
+
 async fn wait_for_canary(lambda: &aws_sdk_lambda::Client) -> (String, (String, f64)) {
     let started = Instant::now();
     loop {
@@ -150,14 +161,7 @@ async fn canary_releases_promote_and_roll_back_on_alarm() {
     let child = deploy_in_background(&emu, file);
     let (_, canary) = wait_for_canary(&lambda).await;
     assert_eq!(canary.0, "3");
-    cloudwatch
-        .set_alarm_state()
-        .alarm_name("pricing-quote-errors")
-        .state_value(StateValue::Alarm)
-        .state_reason("errors above threshold")
-        .send()
-        .await
-        .unwrap();
+    set_alarm(&cloudwatch, StateValue::Alarm, "errors above threshold").await;
     let run = finish(child);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(
@@ -167,14 +171,7 @@ async fn canary_releases_promote_and_roll_back_on_alarm() {
     assert_eq!(alias(&lambda).await, ("2".to_string(), None));
 
     // Ctrl-C mid-rollout puts all traffic back on the previous version.
-    cloudwatch
-        .set_alarm_state()
-        .alarm_name("pricing-quote-errors")
-        .state_value(StateValue::Ok)
-        .state_reason("recovered")
-        .send()
-        .await
-        .unwrap();
+    set_alarm(&cloudwatch, StateValue::Ok, "recovered").await;
     edit(&spec, "interval: 2s", "interval: 30s");
     let child = deploy_in_background(&emu, file);
     let (_, canary) = wait_for_canary(&lambda).await;
