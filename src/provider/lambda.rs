@@ -131,35 +131,28 @@ pub(super) async fn read(c: &Client, name: &str) -> Result<Option<Live>> {
 /// by qualifier ("" for the function itself), in one call per 50: reading
 /// them per alias would cost a call each. None when the function is gone.
 async fn read_async(c: &Client, function: &str) -> Result<Option<BTreeMap<String, AsyncConfig>>> {
-    let mut out = BTreeMap::new();
-    let mut marker = None;
-    loop {
-        let call = c.list_function_event_invoke_configs().function_name(function).set_marker(marker).max_items(50);
-        let page = match call.send().await {
-            Ok(page) => page,
-            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
-            Err(e) => return Err(aws_error("lambda:ListFunctionEventInvokeConfigs", &e)),
+    let pages = c.list_function_event_invoke_configs().function_name(function).into_paginator().page_size(50);
+    let configs: Vec<_> = match pages.items().send().collect::<Result<_, _>>().await {
+        Ok(configs) => configs,
+        Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
+        Err(e) => return Err(aws_error("lambda:ListFunctionEventInvokeConfigs", &e)),
+    };
+    let by_qualifier = configs.iter().map(|a| {
+        // `arn:…:function:NAME`, `…:NAME:$LATEST` or `…:NAME:QUALIFIER`.
+        let arn = a.function_arn().unwrap_or_default();
+        let qualifier = arn.split(':').nth(7).filter(|q| *q != "$LATEST").unwrap_or_default();
+        let config = AsyncConfig {
+            max_retries: a.maximum_retry_attempts().unwrap_or(2) as u32,
+            max_event_age: a.maximum_event_age_in_seconds().unwrap_or(21_600) as u64,
+            on_failure: a
+                .destination_config()
+                .and_then(|d| d.on_failure())
+                .and_then(|o| o.destination())
+                .map(String::from),
         };
-        for a in page.function_event_invoke_configs() {
-            // `arn:…:function:NAME`, `…:NAME:$LATEST` or `…:NAME:QUALIFIER`.
-            let arn = a.function_arn().unwrap_or_default();
-            let qualifier = arn.split(':').nth(7).filter(|q| *q != "$LATEST").unwrap_or_default();
-            let config = AsyncConfig {
-                max_retries: a.maximum_retry_attempts().unwrap_or(2) as u32,
-                max_event_age: a.maximum_event_age_in_seconds().unwrap_or(21_600) as u64,
-                on_failure: a
-                    .destination_config()
-                    .and_then(|d| d.on_failure())
-                    .and_then(|o| o.destination())
-                    .map(String::from),
-            };
-            out.insert(qualifier.to_string(), config);
-        }
-        marker = page.next_marker().map(String::from);
-        if marker.is_none() {
-            return Ok(Some(out));
-        }
-    }
+        (qualifier.to_string(), config)
+    });
+    Ok(Some(by_qualifier.collect()))
 }
 
 fn environment(f: &FunctionConfig) -> Environment {
@@ -723,23 +716,8 @@ fn same_release(a: &Configuration, b: &Configuration) -> bool {
 
 /// Every version's configuration, `$LATEST` included, in one call per 50.
 async fn versions(c: &Client, function: &str) -> Result<Vec<Configuration>> {
-    let mut out = Vec::new();
-    let mut marker = None;
-    loop {
-        let page = c
-            .list_versions_by_function()
-            .function_name(function)
-            .set_marker(marker)
-            .max_items(50)
-            .send()
-            .await
-            .map_err(|e| aws_error("lambda:ListVersionsByFunction", &e))?;
-        out.extend(page.versions().iter().cloned());
-        marker = page.next_marker().map(String::from);
-        if marker.is_none() {
-            return Ok(out);
-        }
-    }
+    let pages = c.list_versions_by_function().function_name(function).into_paginator().page_size(50);
+    pages.items().send().collect::<Result<_, _>>().await.map_err(|e| aws_error("lambda:ListVersionsByFunction", &e))
 }
 
 pub(super) async fn read_alias(c: &Client, name: &str) -> Result<Option<Live>> {
