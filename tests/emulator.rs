@@ -271,3 +271,65 @@ async fn creating_an_existing_alias_is_a_resource_conflict() {
     assert_eq!(again.code(), Some("ResourceConflictException"), "{again:?}");
     assert_eq!(again.raw_response().map(|r| r.status().as_u16()), Some(409));
 }
+
+/// Every UpdateAlias gives the alias a new RevisionId (slx trusts what it
+/// recorded about an alias only while its revision is unchanged); a
+/// configuration read through the alias is its version's.
+#[tokio::test]
+async fn updating_an_alias_changes_its_revision() {
+    let emu = Emulator::start();
+    let (lambda, role) = setup(&emu).await;
+    create(&lambda, &role, "f").await;
+    lambda.publish_version().function_name("f").send().await.unwrap();
+    lambda.update_function_configuration().function_name("f").memory_size(512).send().await.unwrap();
+    lambda.publish_version().function_name("f").send().await.unwrap();
+    let created = lambda.create_alias().function_name("f").name("live").function_version("1").send().await.unwrap();
+    let got = lambda.get_alias().function_name("f").name("live").send().await.unwrap();
+    assert_eq!(got.revision_id(), created.revision_id(), "reading changes nothing");
+    let via_alias = lambda.get_function_configuration().function_name("f").qualifier("live").send().await.unwrap();
+    assert_eq!((via_alias.version(), via_alias.memory_size()), (Some("1"), Some(128)));
+    let moved = lambda.update_alias().function_name("f").name("live").function_version("2").send().await.unwrap();
+    assert_ne!(moved.revision_id(), created.revision_id());
+    let again = lambda.update_alias().function_name("f").name("live").description("d").send().await.unwrap();
+    assert_ne!(again.revision_id(), moved.revision_id());
+    assert_eq!(
+        lambda.get_alias().function_name("f").name("live").send().await.unwrap().revision_id(),
+        again.revision_id()
+    );
+    let via_alias = lambda.get_function_configuration().function_name("f").qualifier("live").send().await.unwrap();
+    assert_eq!((via_alias.version(), via_alias.memory_size()), (Some("2"), Some(512)));
+}
+
+/// Connections stay open across calls, as AWS endpoints allow (moto's own
+/// server closes each one): several requests are answered on one socket.
+#[test]
+fn the_emulator_keeps_connections_alive() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let emu = Emulator::start();
+    let addr = emu.url.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    for _ in 0..3 {
+        conn.write_all(format!("GET /_slx/health HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).unwrap();
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        assert!(status.starts_with("HTTP/1.1 200"), "{status:?}");
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let lower = line.to_ascii_lowercase();
+            assert_ne!(lower.trim(), "connection: close");
+            if let Some(n) = lower.strip_prefix("content-length:") {
+                length = n.trim().parse().unwrap();
+            }
+            if line.trim().is_empty() {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        assert_eq!(String::from_utf8(body).unwrap(), r#"{"status": "ok"}"#);
+    }
+}

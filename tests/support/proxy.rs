@@ -184,15 +184,17 @@ impl Message {
             }
         }
         head.push_str(&format!("Content-Length: {}\r\nConnection: {connection}\r\n\r\n", self.body.len()));
-        out.write_all(head.as_bytes())?;
-        out.write_all(&self.body)?;
+        // One write: a second small one would wait out the peer's delayed ACK.
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&self.body);
+        out.write_all(&bytes)?;
         out.flush()
     }
 }
 
-/// Reads one message; None at a clean end of stream. `to_eof` reads a body
-/// without framing until the peer closes (responses to `Connection: close`).
-fn read_message(r: &mut impl BufRead, to_eof: bool) -> std::io::Result<Option<Message>> {
+/// Reads one message (framed by Content-Length or chunked, as HTTP/1.1
+/// keep-alive needs); None at a clean end of stream.
+fn read_message(r: &mut impl BufRead) -> std::io::Result<Option<Message>> {
     let mut start = String::new();
     if r.read_line(&mut start)? == 0 {
         return Ok(None);
@@ -225,18 +227,19 @@ fn read_message(r: &mut impl BufRead, to_eof: bool) -> std::io::Result<Option<Me
     } else if let Some(n) = m.header("content-length").and_then(|n| n.parse::<usize>().ok()) {
         m.body = vec![0; n];
         r.read_exact(&mut m.body)?;
-    } else if to_eof {
-        r.read_to_end(&mut m.body)?;
     }
     Ok(Some(m))
 }
 
 fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>, stop: &AtomicBool, deadline: Instant) {
     let _ = client.set_read_timeout(Some(Duration::from_secs(120)));
+    let _ = client.set_nodelay(true);
     let mut reader = BufReader::new(client.try_clone().unwrap());
     let mut client = client;
+    // One upstream connection per client connection, kept alive like the client's.
+    let mut up: Option<BufReader<TcpStream>> = None;
     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-        let Ok(Some(req)) = read_message(&mut reader, false) else { return };
+        let Ok(Some(req)) = read_message(&mut reader) else { return };
         let call = classify(&req);
         let (delay, fault) = decide(state, &call);
         let flight = Flight::enter(state, &call.service);
@@ -246,7 +249,7 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>, stop: &AtomicB
             Some("throttle") => throttled(&req, &call),
             Some("5xx") => server_error(&req),
             Some("drop-request") => return cut(client),
-            _ => match forward(upstream, &req) {
+            _ => match forward(upstream, &mut up, &req) {
                 Ok(resp) => resp,
                 Err(_) => return cut(client),
             },
@@ -291,12 +294,32 @@ fn cut(client: TcpStream) {
     let _ = client.shutdown(Shutdown::Both);
 }
 
-fn forward(upstream: &str, req: &Message) -> std::io::Result<Message> {
-    let mut up = TcpStream::connect(upstream)?;
-    up.set_read_timeout(Some(Duration::from_secs(120)))?;
-    req.write_to(&mut up, "close")?;
-    let mut r = BufReader::new(up);
-    read_message(&mut r, true)?.ok_or_else(|| std::io::Error::other("upstream closed without a response"))
+/// Sends `req` over the kept-alive connection `up`, opening one if there is
+/// none; a reused connection the emulator closed while idle is opened anew
+/// once (it closed before reading anything, so nothing was applied).
+fn forward(upstream: &str, up: &mut Option<BufReader<TcpStream>>, req: &Message) -> std::io::Result<Message> {
+    for reused in [up.is_some(), false] {
+        if up.is_none() {
+            let conn = TcpStream::connect(upstream)?;
+            conn.set_read_timeout(Some(Duration::from_secs(120)))?;
+            conn.set_nodelay(true)?;
+            *up = Some(BufReader::new(conn));
+        }
+        let r = up.as_mut().expect("connected above");
+        let answer = req.write_to(r.get_mut(), "keep-alive").and_then(|()| read_message(r));
+        match answer {
+            Ok(Some(resp)) => {
+                if resp.header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close")) {
+                    *up = None;
+                }
+                return Ok(resp);
+            }
+            Ok(None) | Err(_) if reused => *up = None,
+            Ok(None) => return Err(std::io::Error::other("upstream closed without a response")),
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the second attempt uses a new connection and returns")
 }
 
 fn decide(state: &Mutex<State>, call: &Seen) -> (Duration, Option<&'static str>) {
