@@ -345,7 +345,7 @@ async fn run(p: Arc<dyn Provider>, t: Task, force: bool, recorder: Option<&Recor
     let outputs = mutate(p, &t, force).await?;
     if let Some(r) = recorder {
         let recorded = match (t.phase, t.action) {
-            (Phase::Main, _) => r.applied(&t.address, t.kind, &t.name, &t.config).await,
+            (Phase::Main, _) => r.applied(&t.address, t.kind, &t.name, &t.config, &outputs).await,
             (Phase::Delete, Change::Delete) => r.removed(&t.address).await,
             // The old half of a renamed replace: the entry already describes the new one.
             (Phase::Delete, _) => Ok(()),

@@ -353,7 +353,7 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
             let ctx = Session::prepare(&g, &s).await?;
             let mut rows = Vec::new();
             for r in ctx.graph.resources.iter().filter(|r| r.kind == Kind::Alias) {
-                let live = ctx.provider.read(Kind::Alias, &r.name, None).await?;
+                let live = live::read_alias(ctx.provider.as_ref(), &r.name).await?;
                 let (primary, canary) = match &live {
                     Some(l) => {
                         let routing: Option<(String, f64)> = l.config["routing"]
@@ -403,7 +403,7 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
         Command::Rollback { spec: s, function } => move_aliases(&g, &s, function.as_deref(), false).await,
         Command::Outputs { spec: s, format } => {
             let ctx = Session::prepare(&g, &s).await?;
-            let state = live::read(ctx.provider.clone(), &ctx.graph).await?;
+            let state = live::read(ctx.provider.clone(), &ctx.graph, live::recall_nothing()).await?;
             let outputs = ctx.graph.outputs(&state.facts(&ctx.identity));
             match format {
                 Format::Json => {
@@ -671,9 +671,16 @@ impl Session {
     /// Reads live state, the record and the lock together, then plans. Never locks.
     async fn plan(&self, adopt: bool) -> Result<(Plan, Option<Lease>)> {
         let started = std::time::Instant::now();
+        // Alias reads recall what the record holds as soon as it has loaded.
+        let (recalled, recall) = tokio::sync::watch::channel(None);
+        let record = async {
+            let record = Record::load(self.store.as_ref(), &self.key).await?;
+            recalled.send_replace(Some(Arc::new(record.outputs())));
+            Ok(record)
+        };
         let (state, record, lease) = tokio::try_join!(
-            live::read(self.provider.clone(), &self.graph),
-            Record::load(self.store.as_ref(), &self.key),
+            live::read(self.provider.clone(), &self.graph, recall),
+            record,
             self.store.lease(&self.key),
         )?;
         if self.verbose > 0 {
@@ -792,7 +799,8 @@ impl Session {
         for address in &plan.record.sync {
             let Some(a) = plan.actions.iter().find(|a| &a.address == address) else { continue };
             let config = a.after.clone().unwrap_or_default();
-            recorder.applied(&a.address, a.kind, &a.name, &config).await?;
+            let outputs = a.before.as_ref().map(|b| b.outputs.clone()).unwrap_or_default();
+            recorder.applied(&a.address, a.kind, &a.name, &config, &outputs).await?;
         }
         for address in &plan.record.forget {
             recorder.removed(address).await?;

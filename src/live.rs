@@ -7,11 +7,11 @@
 
 use crate::graph::{Facts, Graph};
 use crate::provider::{Identity, Listed, Provider};
-use crate::resource::{AliasConfig, AsyncConfig, Kind, Live, Owner};
+use crate::resource::{AliasConfig, FunctionConfig, Kind, Live, Outputs, Owner};
 use anyhow::Result;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 /// Resource reads in flight at once: enough to hide latency. Each read makes
 /// up to three calls, and each service's client caps its own calls in flight
@@ -34,6 +34,23 @@ impl LiveState {
     }
 }
 
+/// The outputs the record holds for each address (what AWS answered when
+/// slx last applied it), once the record has loaded; None until then. An
+/// alias's read waits for it: the recorded release of the alias's version
+/// saves a call while the alias's revision is unchanged.
+pub type Recall = watch::Receiver<Option<Arc<BTreeMap<String, Outputs>>>>;
+
+/// A [`Recall`] with nothing recorded (no record in use).
+pub fn recall_nothing() -> Recall {
+    watch::channel(Some(Arc::default())).1
+}
+
+/// What `recall` holds for `address`, as the `listed` an alias read takes.
+async fn recalled(mut recall: Recall, address: &str, name: &str) -> Option<Listed> {
+    let outputs = recall.wait_for(Option::is_some).await.ok()?.as_ref()?.get(address)?.clone();
+    Some(Listed { name: name.to_string(), id: String::new(), extra: serde_json::to_value(outputs).ok()? })
+}
+
 /// The physical-name prefix of everything in one stack and stage.
 pub fn prefix(stack: &str, stage: &str) -> String {
     format!("{stack}-{stage}-")
@@ -49,6 +66,9 @@ fn read_without_listing(kind: Kind) -> bool {
 /// One resource by its physical name, listing the stack's resources of its
 /// kind (`prefix` as from [`prefix`]) first where reading needs it.
 pub async fn read_one(provider: &dyn Provider, kind: Kind, name: &str, prefix: &str) -> Result<Option<Live>> {
+    if kind == Kind::Alias {
+        return read_alias(provider, name).await;
+    }
     let listed = if read_without_listing(kind) {
         None
     } else {
@@ -57,17 +77,22 @@ pub async fn read_one(provider: &dyn Provider, kind: Kind, name: &str, prefix: &
     if listed.is_none() && !read_without_listing(kind) {
         return Ok(None);
     }
-    let mut live = provider.read(kind, name, listed.as_ref()).await?;
-    if let Some(alias) = live.as_mut().filter(|l| l.kind == Kind::Alias) {
-        let function = alias.config["function"].as_str().unwrap_or_default().to_string();
-        if let Some(f) = Box::pin(read_one(provider, Kind::Function, &function, prefix)).await? {
-            complete_alias(alias, f.owner().as_ref(), &f.alias_async);
-        }
-    }
-    Ok(live)
+    provider.read(kind, name, listed.as_ref()).await
 }
 
-pub async fn read(provider: Arc<dyn Provider>, graph: &Graph) -> Result<LiveState> {
+/// One alias (`function:alias`), completed from its function's read as
+/// [`read`] completes them.
+pub async fn read_alias(provider: &dyn Provider, name: &str) -> Result<Option<Live>> {
+    let function = name.rsplit_once(':').map_or(name, |(f, _)| f);
+    let (alias, function) =
+        tokio::try_join!(provider.read(Kind::Alias, name, None), provider.read(Kind::Function, function, None))?;
+    Ok(alias.map(|mut alias| {
+        complete_alias(&mut alias, function.as_ref());
+        alias
+    }))
+}
+
+pub async fn read(provider: Arc<dyn Provider>, graph: &Graph, recall: Recall) -> Result<LiveState> {
     let prefix = prefix(&graph.stack, &graph.stage);
     let listings: HashMap<Kind, BTreeMap<String, Listed>> = provider
         .list_all(&prefix)
@@ -84,7 +109,12 @@ pub async fn read(provider: Arc<dyn Provider>, graph: &Graph) -> Result<LiveStat
             continue;
         }
         let (p, sem, kind, name, address) = (provider.clone(), sem.clone(), r.kind, r.name.clone(), r.address.clone());
+        let recall = (kind == Kind::Alias).then(|| recall.clone());
         tasks.spawn(async move {
+            let listed = match recall {
+                Some(recall) => recalled(recall, &address, &name).await,
+                None => listed,
+            };
             let _permit = sem.acquire().await;
             (Some(address), p.read(kind, &name, listed.as_ref()).await)
         });
@@ -124,30 +154,28 @@ pub async fn read(provider: Arc<dyn Provider>, graph: &Graph) -> Result<LiveStat
 
 /// Completes each alias from its function's read: aliases carry no tags, so
 /// each belongs to whoever owns its function, under the address
-/// `alias.{function}.{alias}`; and the function's read listed every alias's
-/// async invocation config.
+/// `alias.{function}.{alias}`; the function's read listed every alias's
+/// async invocation config; and the alias is current when its version's
+/// release is the function's.
 fn complete_aliases(state: &mut LiveState) {
-    let functions: HashMap<String, (Option<Owner>, AliasAsync)> = state
-        .desired
-        .values()
-        .filter(|l| l.kind == Kind::Function)
-        .map(|l| (l.name.clone(), (l.owner(), l.alias_async.clone())))
-        .collect();
+    let functions: HashMap<String, Live> =
+        state.desired.values().filter(|l| l.kind == Kind::Function).map(|l| (l.name.clone(), l.clone())).collect();
     for live in state.desired.values_mut().filter(|l| l.kind == Kind::Alias) {
-        if let Some((owner, configs)) = live.config["function"].as_str().and_then(|f| functions.get(f)) {
-            complete_alias(live, owner.as_ref(), configs);
-        }
+        let function = live.config["function"].as_str().and_then(|f| functions.get(f));
+        complete_alias(live, function);
     }
 }
 
-type AliasAsync = BTreeMap<String, AsyncConfig>;
-
-fn complete_alias(alias: &mut Live, owner: Option<&Owner>, configs: &AliasAsync) {
+fn complete_alias(alias: &mut Live, function: Option<&Live>) {
     let Ok(mut config) = serde_json::from_value::<AliasConfig>(alias.config.clone()) else { return };
-    config.async_config = configs.get(&config.name).cloned();
-    if let Some(owner) = owner {
-        let short = owner.address.strip_prefix("function.").unwrap_or(&owner.address);
-        config.tags = Owner { address: format!("alias.{short}.{}", config.name), ..owner.clone() }.tags();
+    let latest = function.and_then(|f| serde_json::from_value::<FunctionConfig>(f.config.clone()).ok());
+    config.current = latest.is_some_and(|l| alias.outputs.get("release") == Some(&l.release()));
+    if let Some(f) = function {
+        config.async_config = f.alias_async.get(&config.name).cloned();
+        if let Some(owner) = f.owner() {
+            let short = owner.address.strip_prefix("function.").unwrap_or(&owner.address);
+            config.tags = Owner { address: format!("alias.{short}.{}", config.name), ..owner }.tags();
+        }
     }
     alias.config = serde_json::to_value(config).expect("alias config serializes");
 }

@@ -397,8 +397,15 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
             _ => fields.iter().filter_map(|f| f.cause).max().or(spec_cause),
         };
         if action == Change::NoOp {
-            // `diff` ignores `_`-keys, which the record does not keep.
-            let stale = entry.is_none_or(|e| e.name != r.name || !diff(r.kind, &e.config, &after).is_empty());
+            // `diff` ignores `_`-keys, which the record does not keep. A
+            // recorded revision other than the live one (an alias moved since)
+            // recalls outputs that no longer hold.
+            let revision = |o: &crate::resource::Outputs| o.get("revision").cloned();
+            let moved = |e: &crate::record::Entry| {
+                before.as_ref().is_some_and(|b| revision(&b.outputs) != revision(&e.outputs))
+            };
+            let stale =
+                entry.is_none_or(|e| e.name != r.name || !diff(r.kind, &e.config, &after).is_empty() || moved(e));
             if stale {
                 note.sync.push(r.address.clone());
             }

@@ -6,7 +6,7 @@
 //! changed, AWS was changed by hand, or both). Entries are written as each
 //! resource finishes, so an interrupted deploy leaves a true record.
 
-use crate::resource::Kind;
+use crate::resource::{Kind, Outputs};
 use anyhow::{Result, bail};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -40,6 +40,11 @@ pub struct Entry {
     pub kind: Kind,
     pub name: String,
     pub config: Value,
+    /// What AWS answered when it was applied (an alias's revision, version
+    /// and that version's release), for reads to recall instead of asking
+    /// again while the resource is unchanged. Empty in entries older than it.
+    #[serde(default, skip_serializing_if = "Outputs::is_empty")]
+    pub outputs: Outputs,
     pub applied_at: String,
     /// The deployment that applied it.
     pub deployment: String,
@@ -157,6 +162,11 @@ impl Record {
     /// No record: plans are two-way.
     pub fn none(table: &str) -> Record {
         Record { table: table.to_string(), found: false, entries: BTreeMap::new() }
+    }
+
+    /// The recorded outputs of every address, for [`crate::live::Recall`].
+    pub fn outputs(&self) -> BTreeMap<String, Outputs> {
+        self.entries.iter().map(|(a, e)| (a.clone(), e.outputs.clone())).collect()
     }
 
     /// The entry for `address`, when the record is in use.
@@ -370,8 +380,16 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Records what was applied to `address`; `_`-keys (apply steering) are not state.
-    pub async fn applied(&self, address: &str, kind: Kind, name: &str, config: &Value) -> Result<()> {
+    /// Records what was applied to `address` and what AWS answered;
+    /// `_`-keys (apply steering) are not state.
+    pub async fn applied(
+        &self,
+        address: &str,
+        kind: Kind,
+        name: &str,
+        config: &Value,
+        outputs: &Outputs,
+    ) -> Result<()> {
         let mut config = config.clone();
         if let Value::Object(m) = &mut config {
             m.retain(|k, _| !k.starts_with('_'));
@@ -381,6 +399,7 @@ impl Recorder {
             kind,
             name: name.to_string(),
             config,
+            outputs: outputs.clone(),
             applied_at: timestamp(now()),
             deployment: self.deployment.clone(),
         };

@@ -176,6 +176,28 @@ pub struct FunctionConfig {
     pub tags: Tags,
 }
 
+impl FunctionConfig {
+    /// A fingerprint of what publishing a version freezes: the code and the
+    /// settings a version keeps. An alias serves what `$LATEST` is exactly
+    /// when its version's release is `$LATEST`'s.
+    pub fn release(&self) -> String {
+        use sha2::Digest;
+        let frozen = serde_json::json!([
+            self.code_sha256,
+            self.handler,
+            self.runtime,
+            self.memory,
+            self.timeout,
+            self.role,
+            self.environment,
+            self.layers,
+            self.ephemeral_storage,
+            self.architecture,
+        ]);
+        sha2::Sha256::digest(frozen.to_string()).iter().take(12).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AsyncConfig {
     pub max_retries: u32,
@@ -396,5 +418,48 @@ impl Live {
 
     pub fn owner(&self) -> Option<Owner> {
         Owner::from_tags(&self.tags())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_release_is_what_a_version_freezes() {
+        let base = FunctionConfig {
+            role: "arn:aws:iam::1:role/r".into(),
+            handler: "app.handler".into(),
+            runtime: "python3.12".into(),
+            code_sha256: "abc=".into(),
+            memory: 128,
+            timeout: 3,
+            ephemeral_storage: 512,
+            architecture: "arm64".into(),
+            description: String::new(),
+            environment: BTreeMap::from([("A".into(), "1".into())]),
+            layers: Vec::new(),
+            dead_letter_target: None,
+            reserved_concurrency: None,
+            async_config: None,
+            tags: Tags::new(),
+        };
+        let release = base.release();
+        assert_eq!(release.len(), 24);
+        let unfrozen = FunctionConfig {
+            reserved_concurrency: Some(5),
+            tags: Tags::from([("t".into(), "v".into())]),
+            ..base.clone()
+        };
+        assert_eq!(unfrozen.release(), release, "concurrency and tags belong to the function, not a version");
+        let changes = [
+            FunctionConfig { code_sha256: "abd=".into(), ..base.clone() },
+            FunctionConfig { memory: 256, ..base.clone() },
+            FunctionConfig { environment: BTreeMap::from([("A".into(), "2".into())]), ..base.clone() },
+            FunctionConfig { architecture: "x86_64".into(), ..base.clone() },
+        ];
+        for changed in changes {
+            assert_ne!(changed.release(), release, "{changed:?}");
+        }
     }
 }

@@ -134,11 +134,29 @@ async fn canary_releases_promote_and_roll_back_on_alarm() {
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(alias(&lambda).await, ("2".to_string(), None), "then 100% on v2");
 
-    // Nothing changed: no version is published, nothing is written.
+    // Nothing changed: no version is published, nothing is written, and which
+    // release the alias serves is recalled from the record, not read again.
     emu.reset_calls();
     let run = emu.slx(&["deploy", "-f", file, "--yes"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(emu.writes().is_empty(), "{:?}", emu.writes());
+    let reads = |op: &str| emu.calls().iter().filter(|c| c.operation == op).count();
+    assert_eq!((reads("GetAlias"), reads("GetFunctionConfiguration"), reads("ListVersionsByFunction")), (1, 0, 0));
+
+    // Moved back to v1 by hand: the recorded release no longer holds (the
+    // alias's revision changed), so the plan reads it and puts v2 back.
+    lambda.update_alias().function_name("pricing-dev-quote").name("live").function_version("1").send().await.unwrap();
+    emu.reset_calls();
+    let plan = emu.slx(&["plan", "-f", file]);
+    assert!(plan.stdout.contains("  ~ alias.quote.live  update  pricing-dev-quote:live  [drift]\n"), "{plan:?}");
+    assert!(plan.stdout.contains("      current: false → true  (drift"), "{plan:?}");
+    assert_eq!(reads("GetFunctionConfiguration"), 1);
+    let run = emu.slx(&["deploy", "-f", file, "--yes"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(alias(&lambda).await, ("2".to_string(), None));
+    emu.reset_calls();
+    assert_eq!(emu.slx(&["plan", "-f", file, "--detailed-exitcode"]).code, 0);
+    assert_eq!(reads("GetFunctionConfiguration"), 0, "the deploy recorded the new revision");
 
     // The alias's async settings are read with its function's, and drift there is seen and reverted.
     lambda

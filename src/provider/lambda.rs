@@ -40,6 +40,37 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long to keep retrying a role that is not assumable yet.
 const ROLE_PROPAGATION_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The [`FunctionConfig`] settings found in anything shaped like Lambda's
+/// `FunctionConfiguration` (GetFunction's, PublishVersion's answer): the
+/// SDK gives each operation its own type. Reserved concurrency, async
+/// settings and tags are read elsewhere and left empty.
+macro_rules! function_config {
+    ($f:expr) => {{
+        let f = $f;
+        FunctionConfig {
+            role: f.role().unwrap_or_default().to_string(),
+            handler: f.handler().unwrap_or_default().to_string(),
+            runtime: f.runtime().map(|r| r.as_str().to_string()).unwrap_or_default(),
+            code_sha256: f.code_sha256().unwrap_or_default().to_string(),
+            memory: f.memory_size().unwrap_or(128) as u32,
+            timeout: f.timeout().unwrap_or(3) as u64,
+            ephemeral_storage: f.ephemeral_storage().map_or(512, |e| e.size()) as u32,
+            architecture: f.architectures().first().map_or("x86_64", |a| a.as_str()).to_string(),
+            description: f.description().unwrap_or_default().to_string(),
+            environment: f.environment().and_then(|e| e.variables()).cloned().unwrap_or_default().into_iter().collect(),
+            layers: f.layers().iter().filter_map(|l| l.arn().map(String::from)).collect(),
+            dead_letter_target: f
+                .dead_letter_config()
+                .and_then(|d| d.target_arn())
+                .filter(|a| !a.is_empty())
+                .map(String::from),
+            reserved_concurrency: None,
+            async_config: None,
+            tags: crate::resource::Tags::new(),
+        }
+    }};
+}
+
 pub(super) fn update_calls(changed: &[String]) -> Vec<&'static str> {
     let has = |f: &str| changed.iter().any(|c| c == f);
     let mut calls = Vec::new();
@@ -95,27 +126,11 @@ pub(super) async fn read(c: &Client, name: &str) -> Result<Option<Live>> {
     let f = out.configuration().context("lambda:GetFunction returned no configuration")?;
     // None: deleted between the two calls, as absent as GetFunction would have said.
     let Some(mut async_configs) = async_configs? else { return Ok(None) };
-    let async_config = async_configs.remove("");
     let config = FunctionConfig {
-        role: f.role().unwrap_or_default().to_string(),
-        handler: f.handler().unwrap_or_default().to_string(),
-        runtime: f.runtime().map(|r| r.as_str().to_string()).unwrap_or_default(),
-        code_sha256: f.code_sha256().unwrap_or_default().to_string(),
-        memory: f.memory_size().unwrap_or(128) as u32,
-        timeout: f.timeout().unwrap_or(3) as u64,
-        ephemeral_storage: f.ephemeral_storage().map_or(512, |e| e.size()) as u32,
-        architecture: f.architectures().first().map_or("x86_64", |a| a.as_str()).to_string(),
-        description: f.description().unwrap_or_default().to_string(),
-        environment: f.environment().and_then(|e| e.variables()).cloned().unwrap_or_default().into_iter().collect(),
-        layers: f.layers().iter().filter_map(|l| l.arn().map(String::from)).collect(),
-        dead_letter_target: f
-            .dead_letter_config()
-            .and_then(|d| d.target_arn())
-            .filter(|a| !a.is_empty())
-            .map(String::from),
         reserved_concurrency: out.concurrency().and_then(|c| c.reserved_concurrent_executions()).map(|n| n as u32),
-        async_config,
+        async_config: async_configs.remove(""),
         tags: out.tags().cloned().unwrap_or_default().into_iter().collect(),
+        ..function_config!(f)
     };
     Ok(Some(Live {
         kind: Kind::Function,
@@ -698,51 +713,61 @@ fn split_alias(name: &str) -> (&str, &str) {
 
 type Configuration = aws_sdk_lambda::types::FunctionConfiguration;
 
-/// Two configurations make the same release when code and settings match.
-fn same_release(a: &Configuration, b: &Configuration) -> bool {
-    let env = |f: &Configuration| f.environment().and_then(|e| e.variables()).cloned().unwrap_or_default();
-    let layers = |f: &Configuration| f.layers().iter().filter_map(|l| l.arn().map(String::from)).collect::<Vec<_>>();
-    a.code_sha256() == b.code_sha256()
-        && a.handler() == b.handler()
-        && a.runtime() == b.runtime()
-        && a.memory_size() == b.memory_size()
-        && a.timeout() == b.timeout()
-        && a.role() == b.role()
-        && env(a) == env(b)
-        && layers(a) == layers(b)
-        && a.ephemeral_storage().map(|e| e.size()) == b.ephemeral_storage().map(|e| e.size())
-        && a.architectures() == b.architectures()
-}
-
 /// Every version's configuration, `$LATEST` included, in one call per 50.
 async fn versions(c: &Client, function: &str) -> Result<Vec<Configuration>> {
     let pages = c.list_versions_by_function().function_name(function).into_paginator().page_size(50);
     pages.items().send().collect::<Result<_, _>>().await.map_err(|e| aws_error("lambda:ListVersionsByFunction", &e))
 }
 
-pub(super) async fn read_alias(c: &Client, name: &str) -> Result<Option<Live>> {
+/// The release ([`FunctionConfig::release`]) of one version or alias of `function`.
+async fn release_of(c: &Client, function: &str, qualifier: &str) -> Result<(Option<String>, String)> {
+    let v = c
+        .get_function_configuration()
+        .function_name(function)
+        .qualifier(qualifier)
+        .send()
+        .await
+        .map_err(|e| aws_error("lambda:GetFunctionConfiguration", &e))?;
+    Ok((v.version().map(String::from), function_config!(&v).release()))
+}
+
+/// Reads an alias. Which release its version serves comes from `recalled`
+/// (what slx recorded when it last applied the alias) while the alias's
+/// revision and version are still the recorded ones: a version never
+/// changes, and any update of the alias changes its revision. Otherwise it
+/// is read through the alias, alongside it when nothing was recorded.
+/// `current` is left for `live::read` to set from the function's release.
+pub(super) async fn read_alias(c: &Client, name: &str, recalled: Option<&Outputs>) -> Result<Option<Live>> {
     let (function, alias) = split_alias(name);
-    let a = match c.get_alias().function_name(function).name(alias).send().await {
+    let through_alias = async {
+        match recalled {
+            Some(_) => None,
+            None => Some(release_of(c, function, alias).await),
+        }
+    };
+    let (a, pc, read_through) = tokio::join!(
+        c.get_alias().function_name(function).name(alias).send(),
+        c.get_provisioned_concurrency_config().function_name(function).qualifier(alias).send(),
+        through_alias,
+    );
+    let a = match a {
         Ok(a) => a,
         Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
         Err(e) => return Err(aws_error("lambda:GetAlias", &e)),
     };
     let primary = a.function_version().unwrap_or_default().to_string();
+    let revision = a.revision_id().unwrap_or_default().to_string();
+    let still = |key: &str, value: &str| recalled.and_then(|o| o.get(key)).is_some_and(|v| v == value);
+    let release = match (recalled.and_then(|o| o.get("release")), read_through) {
+        (Some(r), _) if still("revision", &revision) && still("version", &primary) => r.clone(),
+        (_, Some(Ok((Some(v), r)))) if v == primary => r,
+        _ => release_of(c, function, &primary).await?.1,
+    };
     let routing = a
         .routing_config()
         .and_then(|r| r.additional_version_weights())
         .filter(|m| !m.is_empty())
         .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect::<std::collections::BTreeMap<_, _>>());
-    let (versions, pc) = tokio::join!(
-        versions(c, function),
-        c.get_provisioned_concurrency_config().function_name(function).qualifier(alias).send(),
-    );
-    let versions = versions?;
-    let config_of = |v: &str| versions.iter().find(|c| c.version() == Some(v));
-    let current = match (config_of("$LATEST"), config_of(&primary)) {
-        (Some(latest), Some(primary)) => same_release(latest, primary),
-        _ => false,
-    };
     let pc = match pc {
         Ok(p) => p.requested_provisioned_concurrent_executions().map(|n| n as u32),
         Err(e) if error_code(&e).is_some_and(|c| c.contains("NotFound")) => None,
@@ -751,21 +776,22 @@ pub(super) async fn read_alias(c: &Client, name: &str) -> Result<Option<Live>> {
     // Aliases carry no tags: they belong to whoever owns their function. Tags
     // and async config come from the function's read (`live::read` hands
     // them over), which lists every qualifier's async config in one call.
-    let tags = crate::resource::Tags::new();
     let config = crate::resource::AliasConfig {
         function: function.to_string(),
         name: alias.to_string(),
         description: a.description().unwrap_or_default().to_string(),
-        current,
+        current: false,
         routing,
         provisioned_concurrency: pc,
         async_config: None,
-        tags,
+        tags: crate::resource::Tags::new(),
         rollout: None,
     };
     let outputs = Outputs::from([
         ("arn".to_string(), a.alias_arn().unwrap_or_default().to_string()),
         ("version".to_string(), primary),
+        ("revision".to_string(), revision),
+        ("release".to_string(), release),
     ]);
     Ok(Some(Live {
         kind: Kind::Alias,
@@ -778,21 +804,24 @@ pub(super) async fn read_alias(c: &Client, name: &str) -> Result<Option<Live>> {
 }
 
 /// Publishes `$LATEST`; Lambda returns the newest version when nothing changed.
-async fn publish(c: &Client, function: &str) -> Result<String> {
+/// Returns the version and its release.
+async fn publish(c: &Client, function: &str) -> Result<(String, String)> {
     let out = mutate(c, function, || c.publish_version().function_name(function).send())
         .await
         .map_err(|e| aws_error("lambda:PublishVersion", &e))?;
-    out.version().map(String::from).context("lambda:PublishVersion returned no version")
+    let version = out.version().map(String::from).context("lambda:PublishVersion returned no version")?;
+    Ok((version, function_config!(&out).release()))
 }
 
-/// Points the alias at `version`, with `weight` of traffic on a second version.
+/// Points the alias at `version`, with `weight` of traffic on a second
+/// version; returns the alias's new revision.
 pub(super) async fn route_alias(
     c: &Client,
     function: &str,
     alias: &str,
     version: &str,
     second: Option<(&str, f64)>,
-) -> Result<()> {
+) -> Result<String> {
     let routing = AliasRoutingConfiguration::builder()
         .set_additional_version_weights(Some(second.map(|(v, w)| [(v.to_string(), w)].into()).unwrap_or_default()))
         .build();
@@ -803,8 +832,8 @@ pub(super) async fn route_alias(
         .routing_config(routing)
         .send()
         .await
-        .map_err(|e| aws_error("lambda:UpdateAlias", &e))?;
-    Ok(())
+        .map_err(|e| aws_error("lambda:UpdateAlias", &e))
+        .map(|out| out.revision_id().unwrap_or_default().to_string())
 }
 
 /// The first of `alarms` in ALARM, if any; all must exist.
@@ -913,7 +942,7 @@ async fn prune_versions(c: &Client, function: &str, keep: u32) -> Result<()> {
 
 pub(super) async fn create_alias(c: &Client, r: Desired<'_>) -> Result<Outputs> {
     let a: crate::resource::AliasConfig = config_of(&r)?;
-    let version = publish(c, &a.function).await?;
+    let (version, release) = publish(c, &a.function).await?;
     let out = c
         .create_alias()
         .function_name(&a.function)
@@ -935,6 +964,8 @@ pub(super) async fn create_alias(c: &Client, r: Desired<'_>) -> Result<Outputs> 
     Ok(Outputs::from([
         ("arn".to_string(), out.alias_arn().unwrap_or_default().to_string()),
         ("version".to_string(), version),
+        ("revision".to_string(), out.revision_id().unwrap_or_default().to_string()),
+        ("release".to_string(), release),
     ]))
 }
 
@@ -963,22 +994,25 @@ pub(super) async fn update_alias(
         .await
         .map_err(|e| aws_error("lambda:GetAlias", &e))?;
     let previous = live.function_version().unwrap_or_default().to_string();
-    let new = publish(c, &a.function).await?;
+    let (new, release) = publish(c, &a.function).await?;
     if new != previous && !rollout.alarms.is_empty() {
         // Fails early when an alarm is missing, before any traffic moves.
         firing(cw, &rollout.alarms).await?;
     }
     if new != previous {
         for step in rollout.steps.iter().filter(|s| s.weight < 100) {
-            route_alias(c, &a.function, &a.name, &previous, Some((&new, f64::from(step.weight) / 100.0))).await?;
+            let weight = f64::from(step.weight) / 100.0;
+            let revision = route_alias(c, &a.function, &a.name, &previous, Some((&new, weight))).await?;
             eprintln!("{}: {}% on version {new} for {}s", r.address, step.weight, step.hold);
             if !rollout.wait {
                 eprintln!(
                     "{}: left at {}% on version {new}; finish with `slx promote` or `slx rollback`",
                     r.address, step.weight
                 );
+                // The primary (and so its release, as read) is still `previous`.
                 let mut outputs = prior.outputs.clone();
                 outputs.insert("canary".to_string(), new);
+                outputs.insert("revision".to_string(), revision);
                 return Ok(outputs);
             }
             match hold(cw, &rollout.alarms, step.hold).await? {
@@ -994,15 +1028,17 @@ pub(super) async fn update_alias(
             }
         }
     }
-    route_alias(c, &a.function, &a.name, &new, None).await?;
+    let mut revision = route_alias(c, &a.function, &a.name, &new, None).await?;
     if changed.iter().any(|f| f == "description") {
-        c.update_alias()
+        let out = c
+            .update_alias()
             .function_name(&a.function)
             .name(&a.name)
             .description(&a.description)
             .send()
             .await
             .map_err(|e| aws_error("lambda:UpdateAlias", &e))?;
+        revision = out.revision_id().unwrap_or_default().to_string();
     }
     if changed.iter().any(|f| f == "provisioned_concurrency") {
         set_provisioned(c, &a.function, &a.name, a.provisioned_concurrency).await?;
@@ -1022,7 +1058,11 @@ pub(super) async fn update_alias(
     }
     prune_versions(c, &a.function, rollout.keep_versions).await?;
     let mut outputs = prior.outputs.clone();
-    outputs.insert("version".to_string(), new);
+    outputs.extend([
+        ("version".to_string(), new),
+        ("revision".to_string(), revision),
+        ("release".to_string(), release),
+    ]);
     Ok(outputs)
 }
 

@@ -65,7 +65,9 @@ pub trait Provider: Send + Sync {
     /// parent (rules under buses, routes under APIs) share its calls.
     async fn list_all(&self, prefix: &str) -> Result<HashMap<Kind, Vec<Listed>>>;
 
-    /// The live state of one resource, or None when it does not exist.
+    /// The live state of one resource, or None when it does not exist. An
+    /// alias, never listed, may be given what the record recalls of it
+    /// (`Listed::extra` holds its recorded outputs).
     async fn read(&self, kind: Kind, name: &str, listed: Option<&Listed>) -> Result<Option<Live>>;
 
     async fn create(&self, r: Desired<'_>) -> Result<Outputs>;
@@ -224,8 +226,8 @@ impl Provider for Aws {
         version: &str,
         second: Option<(String, f64)>,
     ) -> Result<()> {
-        lambda::route_alias(&self.lambda, function, alias, version, second.as_ref().map(|(v, w)| (v.as_str(), *w)))
-            .await
+        let second = second.as_ref().map(|(v, w)| (v.as_str(), *w));
+        lambda::route_alias(&self.lambda, function, alias, version, second).await.map(|_revision| ())
     }
 
     async fn identity(&self) -> Result<Identity> {
@@ -315,7 +317,10 @@ impl Provider for Aws {
             k @ (Kind::WebSocket | Kind::Integration | Kind::Route | Kind::Stage | Kind::Deployment) => {
                 apigateway::read(k, name, listed)
             }
-            Kind::Alias => lambda::read_alias(&self.lambda, name).await,
+            Kind::Alias => {
+                let recalled: Option<Outputs> = listed.and_then(|l| serde_json::from_value(l.extra.clone()).ok());
+                lambda::read_alias(&self.lambda, name, recalled.as_ref()).await
+            }
         }
     }
 
