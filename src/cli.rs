@@ -404,7 +404,7 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
         Command::Outputs { spec: s, format } => {
             let ctx = Session::prepare(&g, &s).await?;
             let state = live::read(ctx.provider.clone(), &ctx.graph, live::recall_nothing()).await?;
-            let outputs = ctx.graph.outputs(&state.facts(&ctx.identity));
+            let outputs = ctx.graph.outputs(&state.facts(ctx.identity().await?));
             match format {
                 Format::Json => {
                     println!("{}", serde_json::to_string_pretty(&json!({ "format_version": 1, "outputs": outputs }))?)
@@ -636,7 +636,8 @@ struct Session {
     provider: Arc<dyn Provider>,
     store: Arc<dyn Store>,
     key: Key,
-    identity: Identity,
+    /// Asked for alongside the first reads, not before them.
+    identity: tokio::sync::OnceCell<Identity>,
     verbose: u8,
 }
 
@@ -663,9 +664,13 @@ impl Session {
         let aws = Aws::connect(&opts).await?;
         let store: Arc<dyn Store> = Arc::new(aws.record(&g.state_table));
         let provider: Arc<dyn Provider> = Arc::new(aws);
-        let identity = provider.identity().await?;
         let key = Key { stack: graph.stack.clone(), stage: graph.stage.clone() };
-        Ok(Session { graph, provider, store, key, identity, verbose: g.verbose })
+        Ok(Session { graph, provider, store, key, identity: Default::default(), verbose: g.verbose })
+    }
+
+    /// Who and where we deploy: the account, asked once.
+    async fn identity(&self) -> Result<&Identity> {
+        self.identity.get_or_try_init(|| self.provider.identity()).await
     }
 
     /// Reads live state, the record and the lock together, then plans. Never locks.
@@ -678,16 +683,21 @@ impl Session {
             recalled.send_replace(Some(Arc::new(record.outputs())));
             Ok(record)
         };
-        let (state, record, lease) = tokio::try_join!(
-            live::read(self.provider.clone(), &self.graph, recall),
-            record,
-            self.store.lease(&self.key),
-        )?;
+        let reads = async {
+            tokio::try_join!(
+                live::read(self.provider.clone(), &self.graph, recall),
+                record,
+                self.store.lease(&self.key)
+            )
+        };
+        // The identity's errors say best what is wrong with credentials or the endpoint.
+        let (identity, reads) = tokio::join!(self.identity(), reads);
+        let (identity, (state, record, lease)) = (identity?, reads?);
         if self.verbose > 0 {
             eprintln!("read live state in {:.2}s", started.elapsed().as_secs_f64());
         }
-        let plan = plan::plan(&self.graph, &state, &self.identity, plan::Options { adopt, record: &record })
-            .map_err(Diagnostics)?;
+        let plan =
+            plan::plan(&self.graph, &state, identity, plan::Options { adopt, record: &record }).map_err(Diagnostics)?;
         Ok((plan, lease))
     }
 
@@ -698,7 +708,7 @@ impl Session {
         let deadline = std::time::Instant::now() + run.lock_timeout;
         let mut shown: Option<Plan> = None;
         let mut table_ready = false;
-        let (plan, lock) = loop {
+        let (plan, lock, mut deployment) = loop {
             let (plan, lease) = self.plan(run.adopt).await?;
             if let Some(held) = lease.clone().and_then(Lease::current) {
                 record::wait_free(self.store.as_ref(), &self.key, held, deadline).await?;
@@ -729,13 +739,15 @@ impl Session {
                 }
                 shown = Some(plan.clone());
             }
-            if !table_ready {
+            // A table that answered the plan's reads exists.
+            if !table_ready && !plan.record.found && lease.is_none() {
                 self.store.ensure().await?;
-                table_ready = true;
             }
+            table_ready = true;
             let seen = lease.map_or(0, |l| l.generation);
-            match Lock::try_take(self.store.clone(), &self.key, run.command, seen).await? {
-                Ok(lock) => break (plan, lock),
+            let opening = record::start_deployment(run.command, render::summary_counts(&plan));
+            match Lock::try_take(self.store.clone(), &self.key, seen, &opening).await? {
+                Ok(lock) => break (plan, lock, opening),
                 Err(Attempt::Held(held)) => record::wait_free(self.store.as_ref(), &self.key, held, deadline).await?,
                 Err(_) => eprintln!(
                     "another run changed stack {} stage {} meanwhile; planning again",
@@ -743,17 +755,32 @@ impl Session {
                 ),
             }
         };
-        let outcome = self.apply_locked(&plan, &lock, run.command, opts).await;
-        let released = lock.release().await;
+        let outcome = self.apply_locked(&plan, &lock, &mut deployment, opts).await;
+        let (closed, released) = tokio::join!(self.store.put_deployment(&self.key, &deployment), lock.release());
+        closed.context("cannot write the deployment history")?;
         let code = outcome?;
         released.context("cannot release the deployment lock")?;
-        Ok(code)
+        if plan.has_changes() {
+            print!("{}", render::report(&code.1));
+            let websockets = self.graph.outputs(&code.1.facts).get("websockets").cloned();
+            if let Some(ws) = websockets.filter(|w| w.as_object().is_some_and(|m| !m.is_empty())) {
+                print!("\n{}", render::outputs(&json!({ "websockets": ws })));
+            }
+        } else {
+            eprintln!("recorded {} unchanged resources in {}", plan.record.sync.len(), plan.record.table);
+        }
+        Ok(code.0)
     }
 
-    /// Applies `plan` while holding `lock`: history item, record per step, record sync.
-    async fn apply_locked(&self, plan: &Plan, lock: &Lock, command: &str, opts: apply::Options) -> Result<ExitCode> {
-        let mut deployment = record::start_deployment(command, render::summary_counts(plan));
-        self.store.put_deployment(&self.key, &deployment).await.context("cannot write the deployment history")?;
+    /// Applies `plan` while holding `lock` (the run's history item, opened
+    /// with it, is finished in `deployment`): records each step, then syncs.
+    async fn apply_locked(
+        &self,
+        plan: &Plan,
+        lock: &Lock,
+        deployment: &mut record::Deployment,
+        opts: apply::Options,
+    ) -> Result<(ExitCode, Report)> {
         let recorder =
             Arc::new(Recorder { store: self.store.clone(), key: self.key.clone(), deployment: deployment.id.clone() });
         let report = if plan.has_changes() {
@@ -779,45 +806,44 @@ impl Session {
             (false, false) => "failed",
         }
         .to_string();
-        self.store.put_deployment(&self.key, &deployment).await.context("cannot write the deployment history")?;
         synced?;
-        if plan.has_changes() {
-            print!("{}", render::report(&report));
-            let websockets = self.graph.outputs(&report.facts).get("websockets").cloned();
-            if let Some(ws) = websockets.filter(|w| w.as_object().is_some_and(|m| !m.is_empty())) {
-                print!("\n{}", render::outputs(&json!({ "websockets": ws })));
-            }
-        } else {
-            eprintln!("recorded {} unchanged resources in {}", plan.record.sync.len(), plan.record.table);
-        }
-        Ok(if report.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        let code = if report.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(1) };
+        Ok((code, report))
     }
 
     /// Writes record entries for unchanged resources the record lacks, and
-    /// drops entries for what exists in neither the spec nor AWS.
-    async fn sync_record(&self, plan: &Plan, recorder: &Recorder) -> Result<()> {
+    /// drops entries for what exists in neither the spec nor AWS; 16 at once.
+    async fn sync_record(&self, plan: &Plan, recorder: &Arc<Recorder>) -> Result<()> {
+        let slots = Arc::new(tokio::sync::Semaphore::new(16));
+        let mut writes = tokio::task::JoinSet::new();
         for address in &plan.record.sync {
             let Some(a) = plan.actions.iter().find(|a| &a.address == address) else { continue };
             let config = a.after.clone().unwrap_or_default();
             let outputs = a.before.as_ref().map(|b| b.outputs.clone()).unwrap_or_default();
-            recorder.applied(&a.address, a.kind, &a.name, &config, &outputs).await?;
+            let (recorder, slots, (address, kind, name)) =
+                (recorder.clone(), slots.clone(), (a.address.clone(), a.kind, a.name.clone()));
+            writes.spawn(async move {
+                let _slot = slots.acquire().await;
+                recorder.applied(&address, kind, &name, &config, &outputs).await
+            });
         }
         for address in &plan.record.forget {
-            recorder.removed(address).await?;
+            let (recorder, slots, address) = (recorder.clone(), slots.clone(), address.clone());
+            writes.spawn(async move {
+                let _slot = slots.acquire().await;
+                recorder.removed(&address).await
+            });
+        }
+        while let Some(written) = writes.join_next().await {
+            written??;
         }
         Ok(())
     }
 
-    fn facts(&self) -> Facts {
-        Facts {
-            account: self.identity.account.clone(),
-            region: self.identity.region.clone(),
-            outputs: Default::default(),
-        }
-    }
-
     async fn apply(&self, plan: &Plan, opts: apply::Options, hooks: Hooks<'_>) -> Report {
-        let mut facts = self.facts();
+        // Every apply follows a plan, which asked for the identity.
+        let id = self.identity.get().expect("planned before applying");
+        let mut facts = Facts { account: id.account.clone(), region: id.region.clone(), outputs: Default::default() };
         for a in &plan.actions {
             if let (Some(b), true) = (&a.before, a.action != Change::Delete) {
                 facts.outputs.insert(a.address.clone(), b.outputs.clone());

@@ -128,8 +128,9 @@ pub trait Store: Send + Sync {
     /// The lock item as it is (held or not), None when there never was one.
     async fn lease(&self, key: &Key) -> Result<Option<Lease>>;
 
-    /// Takes the lock if it is free and still at generation `seen` (0: never taken).
-    async fn try_lock(&self, key: &Key, lease: &Lease, seen: u64, now: u64) -> Result<Attempt>;
+    /// Takes the lock if it is free and still at generation `seen` (0: never
+    /// taken), writing the history item `opening` with it in one transaction.
+    async fn try_lock(&self, key: &Key, lease: &Lease, seen: u64, now: u64, opening: &Deployment) -> Result<Attempt>;
 
     /// Extends a lease this run holds; false when it was lost (broken, or expired and taken).
     async fn renew(&self, key: &Key, token: &str, expires: u64) -> Result<bool>;
@@ -318,24 +319,25 @@ pub struct Lock {
 }
 
 impl Lock {
-    /// One attempt to take the lock at generation `seen`; Err(attempt) when it was not taken.
+    /// One attempt to take the lock at generation `seen`, opening the run's
+    /// history item with it; Err(attempt) when it was not taken.
     pub async fn try_take(
         store: Arc<dyn Store>,
         key: &Key,
-        operation: &str,
         seen: u64,
+        opening: &Deployment,
     ) -> Result<std::result::Result<Lock, Attempt>> {
         let token = token();
         let at = now();
         let lease = Lease {
             holder: format!("{} pid {}", who(), std::process::id()),
-            operation: operation.to_string(),
+            operation: opening.command.clone(),
             token: token.clone(),
             acquired: at,
             expires: at + LEASE_SECONDS,
             generation: seen + 1,
         };
-        match store.try_lock(key, &lease, seen, at).await? {
+        match store.try_lock(key, &lease, seen, at, opening).await? {
             Attempt::Taken => {}
             other => return Ok(Err(other)),
         }

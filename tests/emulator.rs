@@ -333,3 +333,27 @@ fn the_emulator_keeps_connections_alive() {
         assert_eq!(String::from_utf8(body).unwrap(), r#"{"status": "ok"}"#);
     }
 }
+
+/// Version numbers only go up: deleting old versions frees no number.
+#[tokio::test]
+async fn version_numbers_are_never_reused() {
+    let emu = Emulator::start();
+    let (lambda, role) = setup(&emu).await;
+    create(&lambda, &role, "f").await;
+    let mut published = Vec::new();
+    for memory in [256, 512, 1024] {
+        lambda.update_function_configuration().function_name("f").memory_size(memory).send().await.unwrap();
+        published
+            .push(lambda.publish_version().function_name("f").send().await.unwrap().version().unwrap().to_string());
+    }
+    assert_eq!(published, ["1", "2", "3"]);
+    for v in ["1", "3"] {
+        lambda.delete_function().function_name("f").qualifier(v).send().await.unwrap();
+    }
+    lambda.update_function_configuration().function_name("f").memory_size(128).send().await.unwrap();
+    let next = lambda.publish_version().function_name("f").send().await.unwrap();
+    assert_eq!((next.version(), next.memory_size()), (Some("4"), Some(128)));
+    let left = lambda.list_versions_by_function().function_name("f").send().await.unwrap();
+    let left: Vec<_> = left.versions().iter().filter_map(|v| v.version()).collect();
+    assert_eq!(left, ["$LATEST", "2", "4"]);
+}

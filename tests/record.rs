@@ -332,7 +332,8 @@ async fn concurrent_deploys_take_turns() {
 
 /// The lock's conditional writes against DynamoDB: a lease excludes others,
 /// a run that planned before someone else's deploy must plan again, and only
-/// the holder renews or releases.
+/// the holder renews or releases. The run's history item lands with the
+/// lock, never without it.
 #[tokio::test]
 async fn lease_semantics() {
     use slx::record::{Attempt, Key, Lease, Store};
@@ -350,22 +351,28 @@ async fn lease_semantics() {
         expires,
         generation,
     };
+    let opening =
+        |id: &str| slx::record::Deployment { id: id.into(), ..slx::record::start_deployment("deploy", String::new()) };
+    let history = || async { store.deployments(&key, 10).await.unwrap().into_iter().map(|d| d.id).collect::<Vec<_>>() };
     assert_eq!(store.lease(&key).await.unwrap(), None);
-    assert_eq!(store.try_lock(&key, &lease("a", 1, 1000), 0, 100).await.unwrap(), Attempt::Taken);
+    assert_eq!(store.try_lock(&key, &lease("a", 1, 1000), 0, 100, &opening("1")).await.unwrap(), Attempt::Taken);
+    assert_eq!(history().await, ["1"], "the history item came with the lock");
     assert_eq!(
-        store.try_lock(&key, &lease("b", 1, 1000), 0, 100).await.unwrap(),
+        store.try_lock(&key, &lease("b", 1, 1000), 0, 100, &opening("2")).await.unwrap(),
         Attempt::Held(lease("a", 1, 1000)),
         "held: the second run learns who holds it"
     );
+    assert_eq!(history().await, ["1"], "no history item without the lock");
     assert!(!store.renew(&key, "b", 2000).await.unwrap(), "only the holder renews");
     assert!(store.renew(&key, "a", 2000).await.unwrap());
     assert_eq!(store.unlock(&key, Some("b")).await.unwrap(), None, "only the holder releases");
     assert_eq!(store.unlock(&key, Some("a")).await.unwrap().map(|l| l.expires), Some(2000));
     // Free again, but at generation 1: a run that saw generation 0 planned before it and must plan again.
-    assert_eq!(store.try_lock(&key, &lease("b", 1, 1000), 0, 100).await.unwrap(), Attempt::Moved);
-    assert_eq!(store.try_lock(&key, &lease("b", 2, 1000), 1, 100).await.unwrap(), Attempt::Taken);
+    assert_eq!(store.try_lock(&key, &lease("b", 1, 1000), 0, 100, &opening("3")).await.unwrap(), Attempt::Moved);
+    assert_eq!(store.try_lock(&key, &lease("b", 2, 1000), 1, 100, &opening("4")).await.unwrap(), Attempt::Taken);
     // An expired lease is free for whoever saw its generation.
-    assert_eq!(store.try_lock(&key, &lease("c", 3, 3000), 2, 1001).await.unwrap(), Attempt::Taken);
+    assert_eq!(store.try_lock(&key, &lease("c", 3, 3000), 2, 1001, &opening("5")).await.unwrap(), Attempt::Taken);
+    assert_eq!(history().await, ["5", "4", "1"]);
     // Breaking a lock removes whoever holds it.
     assert_eq!(store.unlock(&key, None).await.unwrap().map(|l| l.holder), Some("holder c".to_string()));
     assert!(!store.renew(&key, "x", 10).await.unwrap());

@@ -227,3 +227,47 @@ async fn canary_releases_promote_and_roll_back_on_alarm() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(lambda.list_functions().send().await.unwrap().functions().is_empty());
 }
+
+/// Each release keeps the newest `keep_versions` published versions and
+/// deletes older ones, unless an alias still uses them.
+#[tokio::test]
+async fn releases_keep_the_newest_versions() {
+    let emu = Emulator::start();
+    let lambda = aws_sdk_lambda::Client::new(&emu.sdk().await);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("slx.yaml");
+    std::fs::write(
+        &spec,
+        "stack: keep\nfunctions:\n  api:\n    runtime: python3.12\n    handler: app.handler\n    code: ./src\n    alias: { name: live, keep_versions: 2 }\n",
+    )
+    .unwrap();
+    let code = dir.path().join("src/app.py");
+    std::fs::create_dir_all(code.parent().unwrap()).unwrap();
+    std::fs::write(&code, "def handler(event, context):\n    return 1\n").unwrap();
+    let file = spec.to_str().unwrap();
+    let versions = || async {
+        let out = lambda.list_versions_by_function().function_name("keep-dev-api").send().await.unwrap();
+        out.versions().iter().filter_map(|v| v.version().map(String::from)).collect::<Vec<_>>()
+    };
+    let release = |n: usize| {
+        std::fs::write(&code, format!("def handler(event, context):\n    return {n}\n")).unwrap();
+        let run = emu.slx(&["deploy", "-f", file, "--yes"]);
+        assert_eq!(run.code, 0, "{run:?}");
+    };
+    assert_eq!(emu.slx(&["deploy", "-f", file, "--yes"]).code, 0);
+    release(2);
+    assert_eq!(versions().await, ["$LATEST", "1", "2"]);
+    emu.reset_calls();
+    release(3);
+    assert_eq!(versions().await, ["$LATEST", "2", "3"]);
+    assert_eq!(emu.calls().iter().filter(|c| c.operation == "DeleteFunction").count(), 1);
+    // An alias made by hand keeps its version alive.
+    lambda.create_alias().function_name("keep-dev-api").name("pinned").function_version("2").send().await.unwrap();
+    release(4);
+    release(5);
+    assert_eq!(versions().await, ["$LATEST", "2", "4", "5"]);
+    assert_eq!(
+        lambda.get_alias().function_name("keep-dev-api").name("live").send().await.unwrap().function_version(),
+        Some("5")
+    );
+}

@@ -7,8 +7,9 @@ use crate::resource::{KeyAttr, Kind, Live, Outputs, TableConfig};
 use anyhow::{Context, Result, bail};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoverySpecification,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoverySpecification, Put,
     ScalarAttributeType, Select, StreamSpecification, StreamViewType, TableStatus, Tag, TimeToLiveSpecification,
+    TransactWriteItem,
 };
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -443,6 +444,7 @@ impl Store for RecordTable {
     async fn ensure(&self) -> Result<()> {
         let c = &self.client;
         match c.describe_table().table_name(&self.table).send().await {
+            Ok(t) if t.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) => return Ok(()),
             Ok(_) => return wait_active(c, &self.table).await,
             Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {}
             Err(e) => return Err(aws_error("dynamodb:DescribeTable", &e)),
@@ -520,7 +522,7 @@ impl Store for RecordTable {
         }
     }
 
-    async fn try_lock(&self, key: &Key, lease: &Lease, seen: u64, now: u64) -> Result<Attempt> {
+    async fn try_lock(&self, key: &Key, lease: &Lease, seen: u64, now: u64, opening: &Deployment) -> Result<Attempt> {
         let mut item = keyed(key, "lock".to_string());
         item.insert("holder".to_string(), s(&lease.holder));
         item.insert("operation".to_string(), s(&lease.operation));
@@ -528,21 +530,35 @@ impl Store for RecordTable {
         item.insert("acquired".to_string(), n(lease.acquired));
         item.insert("expires".to_string(), n(lease.expires));
         item.insert("generation".to_string(), n(lease.generation));
-        let mut put = self.client.put_item().table_name(&self.table).set_item(Some(item));
-        put = if seen == 0 {
-            put.condition_expression("attribute_not_exists(sk)")
+        let mut lock = Put::builder().table_name(&self.table).set_item(Some(item));
+        lock = if seen == 0 {
+            lock.condition_expression("attribute_not_exists(sk)")
         } else {
-            put.condition_expression("expires < :now AND generation = :seen")
+            lock.condition_expression("expires < :now AND generation = :seen")
                 .expression_attribute_values(":now", n(now))
                 .expression_attribute_values(":seen", n(seen))
         };
-        match put.send().await {
+        let mut history = keyed(key, format!("deploy#{}", opening.id));
+        history.insert("doc".to_string(), doc(opening)?);
+        let history = Put::builder().table_name(&self.table).set_item(Some(history));
+        // The lock and the run's history item land together or not at all.
+        let taken = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(lock.build()?).build())
+            .transact_items(TransactWriteItem::builder().put(history.build()?).build())
+            .send()
+            .await;
+        match taken {
             Ok(_) => return Ok(Attempt::Taken),
-            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => {}
-            Err(e) => return Err(aws_error("dynamodb:PutItem", &e)).context("cannot take the deployment lock"),
+            // The lock's condition failed (or another write raced it): look at the lease.
+            Err(e) if error_code(&e) == Some("TransactionCanceledException") => {}
+            Err(e) => {
+                return Err(aws_error("dynamodb:TransactWriteItems", &e)).context("cannot take the deployment lock");
+            }
         }
         Ok(match self.lease(key).await? {
-            // Our own put, retried after its response was lost.
+            // Our own transaction, retried after its response was lost.
             Some(l) if l.token == lease.token => Attempt::Taken,
             Some(l) if l.held(now) => Attempt::Held(l),
             _ => Attempt::Moved,

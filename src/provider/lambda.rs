@@ -719,37 +719,37 @@ async fn versions(c: &Client, function: &str) -> Result<Vec<Configuration>> {
     pages.items().send().collect::<Result<_, _>>().await.map_err(|e| aws_error("lambda:ListVersionsByFunction", &e))
 }
 
-/// The release ([`FunctionConfig::release`]) of one version or alias of `function`.
-async fn release_of(c: &Client, function: &str, qualifier: &str) -> Result<(Option<String>, String)> {
+/// The release ([`FunctionConfig::release`]) of one version of `function`.
+async fn release_of(c: &Client, function: &str, version: &str) -> Result<String> {
     let v = c
         .get_function_configuration()
         .function_name(function)
-        .qualifier(qualifier)
+        .qualifier(version)
         .send()
         .await
         .map_err(|e| aws_error("lambda:GetFunctionConfiguration", &e))?;
-    Ok((v.version().map(String::from), function_config!(&v).release()))
+    Ok(function_config!(&v).release())
 }
 
 /// Reads an alias. Which release its version serves comes from `recalled`
 /// (what slx recorded when it last applied the alias) while the alias's
 /// revision and version are still the recorded ones: a version never
 /// changes, and any update of the alias changes its revision. Otherwise it
-/// is read through the alias, alongside it when nothing was recorded.
-/// `current` is left for `live::read` to set from the function's release.
+/// is read from the version. `current` is left for `live::read` to set from
+/// the function's release.
 pub(super) async fn read_alias(c: &Client, name: &str, recalled: Option<&Outputs>) -> Result<Option<Live>> {
     let (function, alias) = split_alias(name);
-    let through_alias = async {
-        match recalled {
-            Some(_) => None,
-            None => Some(release_of(c, function, alias).await),
+    let get_alias = || c.get_alias().function_name(function).name(alias).send();
+    let get_pc = || c.get_provisioned_concurrency_config().function_name(function).qualifier(alias).send();
+    // A recorded alias exists unless deleted by hand: ask for all of it at
+    // once. One never recorded is likely absent: ask whether it is first.
+    let (a, pc) = match recalled {
+        Some(_) => {
+            let (a, pc) = tokio::join!(get_alias(), get_pc());
+            (a, Some(pc))
         }
+        None => (get_alias().await, None),
     };
-    let (a, pc, read_through) = tokio::join!(
-        c.get_alias().function_name(function).name(alias).send(),
-        c.get_provisioned_concurrency_config().function_name(function).qualifier(alias).send(),
-        through_alias,
-    );
     let a = match a {
         Ok(a) => a,
         Err(e) if error_code(&e) == Some("ResourceNotFoundException") => return Ok(None),
@@ -758,10 +758,19 @@ pub(super) async fn read_alias(c: &Client, name: &str, recalled: Option<&Outputs
     let primary = a.function_version().unwrap_or_default().to_string();
     let revision = a.revision_id().unwrap_or_default().to_string();
     let still = |key: &str, value: &str| recalled.and_then(|o| o.get(key)).is_some_and(|v| v == value);
-    let release = match (recalled.and_then(|o| o.get("release")), read_through) {
-        (Some(r), _) if still("revision", &revision) && still("version", &primary) => r.clone(),
-        (_, Some(Ok((Some(v), r)))) if v == primary => r,
-        _ => release_of(c, function, &primary).await?.1,
+    let recalled =
+        recalled.and_then(|o| o.get("release")).filter(|_| still("revision", &revision) && still("version", &primary));
+    let (release, pc) = match (recalled, pc) {
+        (Some(release), Some(pc)) => (release.clone(), pc),
+        (_, pc) => {
+            let (release, pc) = tokio::join!(release_of(c, function, &primary), async {
+                match pc {
+                    Some(pc) => pc,
+                    None => get_pc().await,
+                }
+            });
+            (release?, pc)
+        }
     };
     let routing = a
         .routing_config()
@@ -918,11 +927,14 @@ async fn set_provisioned(c: &Client, function: &str, alias: &str, n: Option<u32>
 }
 
 /// Deletes old published versions no alias uses, keeping the newest `keep`.
-async fn prune_versions(c: &Client, function: &str, keep: u32) -> Result<()> {
-    let published: Vec<u64> =
-        versions(c, function).await?.iter().filter_map(|v| v.version()?.parse::<u64>().ok()).collect();
-    let aliases =
-        c.list_aliases().function_name(function).send().await.map_err(|e| aws_error("lambda:ListAliases", &e))?;
+/// Versions are numbered from 1, so up to version `keep` there is nothing to delete.
+async fn prune_versions(c: &Client, function: &str, newest: &str, keep: u32) -> Result<()> {
+    if newest.parse::<u64>().is_ok_and(|n| n <= u64::from(keep)) {
+        return Ok(());
+    }
+    let (versions, aliases) = tokio::join!(versions(c, function), c.list_aliases().function_name(function).send());
+    let published: Vec<u64> = versions?.iter().filter_map(|v| v.version()?.parse::<u64>().ok()).collect();
+    let aliases = aliases.map_err(|e| aws_error("lambda:ListAliases", &e))?;
     let mut used = std::collections::BTreeSet::new();
     for a in aliases.aliases() {
         used.extend(a.function_version().and_then(|v| v.parse::<u64>().ok()));
@@ -959,7 +971,7 @@ pub(super) async fn create_alias(c: &Client, r: Desired<'_>) -> Result<Outputs> 
         put_async(c, &a.function, Some(&a.name), config).await?;
     }
     if let Some(rollout) = &a.rollout {
-        prune_versions(c, &a.function, rollout.keep_versions).await?;
+        prune_versions(c, &a.function, &version, rollout.keep_versions).await?;
     }
     Ok(Outputs::from([
         ("arn".to_string(), out.alias_arn().unwrap_or_default().to_string()),
@@ -986,14 +998,14 @@ pub(super) async fn update_alias(
         keep_versions: 5,
         wait: true,
     });
-    let live = c
-        .get_alias()
-        .function_name(&a.function)
-        .name(&a.name)
-        .send()
-        .await
-        .map_err(|e| aws_error("lambda:GetAlias", &e))?;
-    let previous = live.function_version().unwrap_or_default().to_string();
+    // What the plan read (under the lock since): the version traffic returns to on a rollback.
+    let previous = match prior.outputs.get("version") {
+        Some(v) => v.clone(),
+        None => {
+            let live = c.get_alias().function_name(&a.function).name(&a.name).send().await;
+            live.map_err(|e| aws_error("lambda:GetAlias", &e))?.function_version().unwrap_or_default().to_string()
+        }
+    };
     let (new, release) = publish(c, &a.function).await?;
     if new != previous && !rollout.alarms.is_empty() {
         // Fails early when an alarm is missing, before any traffic moves.
@@ -1056,7 +1068,7 @@ pub(super) async fn update_alias(
             }
         }
     }
-    prune_versions(c, &a.function, rollout.keep_versions).await?;
+    prune_versions(c, &a.function, &new, rollout.keep_versions).await?;
     let mut outputs = prior.outputs.clone();
     outputs.extend([
         ("version".to_string(), new),
