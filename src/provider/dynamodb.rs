@@ -397,7 +397,7 @@ impl RecordTable {
         Ok(())
     }
 
-    /// Every item of a partition whose sort key starts with `prefix`, in key order.
+    /// The documents of a partition whose sort keys start with `prefix`, in key order.
     async fn query(
         &self,
         key: &Key,
@@ -413,6 +413,8 @@ impl RecordTable {
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                // Only the document: the keys are in it.
+                .projection_expression("doc")
                 .expression_attribute_values(":pk", s(key.partition()))
                 .expression_attribute_values(":prefix", s(prefix))
                 .scan_index_forward(!newest_first)
