@@ -357,3 +357,43 @@ async fn version_numbers_are_never_reused() {
     let left: Vec<_> = left.versions().iter().filter_map(|v| v.version()).collect();
     assert_eq!(left, ["$LATEST", "2", "4"]);
 }
+
+/// moto's backends are not safe to change from two threads at once: an SQS
+/// CreateQueue with a redrive policy walks every queue to find its DLQ while
+/// other creates add queues. The emulator runs calls one at a time, so
+/// concurrent creates all succeed (SDK retries off: a 500 would surface here).
+#[tokio::test]
+async fn concurrent_calls_do_not_race_inside_the_emulator() {
+    use aws_sdk_sqs::types::QueueAttributeName as Attr;
+    let emu = Emulator::start();
+    let config = aws_sdk_sqs::config::Builder::from(&emu.sdk().await)
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .build();
+    let sqs = aws_sdk_sqs::Client::from_conf(config);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
+    let create_all = |names: Vec<(String, Option<String>)>| {
+        let mut creates = tokio::task::JoinSet::new();
+        for (name, redrive) in names {
+            let (sqs, slots) = (sqs.clone(), slots.clone());
+            creates.spawn(async move {
+                let _slot = slots.acquire().await.unwrap();
+                sqs.create_queue()
+                    .queue_name(&name)
+                    .set_attributes(redrive.map(|r| [(Attr::RedrivePolicy, r)].into()))
+                    .send()
+                    .await
+                    .map_err(|e| format!("{name}: {:?}", e.into_service_error()))
+            });
+        }
+        async move { creates.join_all().await.into_iter().filter_map(Result::err).collect::<Vec<_>>() }
+    };
+    // The DLQ comes after many queues, so finding it is a long walk.
+    assert_eq!(create_all((0..1000).map(|i| (format!("a{i}"), None)).collect()).await, Vec::<String>::new());
+    let dlq = sqs.create_queue().queue_name("dlq").send().await.unwrap();
+    let attrs = sqs.get_queue_attributes().queue_url(dlq.queue_url().unwrap()).attribute_names(Attr::QueueArn);
+    let arn = attrs.send().await.unwrap().attributes().unwrap()[&Attr::QueueArn].clone();
+    let redrive = format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"5"}}"#);
+    let mixed = (0..1000).map(|i| (format!("b{i}"), (i % 2 == 0).then(|| redrive.clone()))).collect();
+    let failed = create_all(mixed).await;
+    assert!(failed.is_empty(), "{} of 1000 creates failed, first: {:?}", failed.len(), failed.first());
+}
