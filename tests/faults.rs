@@ -265,35 +265,48 @@ async fn ten_percent_faults_converge() {
 
 #[tokio::test]
 async fn killed_deploys_converge_for_every_seed() {
+    use std::io::{BufRead, BufReader};
     let emu = Emulator::start();
-    // 25 ms per call stretches a deploy over a few seconds to kill into.
+    // 25 ms per call keeps steps in flight when the kill lands.
     let proxy = Proxy::start(&emu.url, Faults::latency(25), BOUND);
     for example in ["order-pipeline", "websocket-chat"] {
         let dir = copy_example(example);
         let spec = dir.path().join("slx.yaml");
         let spec = spec.to_str().unwrap();
-        // How long a whole deploy takes here, on stages of its own (the first
-        // deploy in the account also makes the record table).
-        let mut whole = Duration::ZERO;
-        for probe in ["probe1", "probe2"] {
-            let t = Instant::now();
-            let r = slx_via(&proxy, &[], &["deploy", "-f", spec, "--stage", probe, "--yes"]);
-            assert_eq!(r.code, 0, "{r:?}");
-            whole = t.elapsed();
-        }
+        // How many steps a whole deploy finishes, on a stage of its own.
+        let probe = slx_via(&proxy, &[], &["deploy", "-f", spec, "--stage", "probe", "--yes"]);
+        assert_eq!(probe.code, 0, "{probe:?}");
+        let steps = probe.stderr.lines().filter(|l| l.starts_with("created")).count();
+        assert!(steps > 4, "{example}: {probe:?}");
         for seed in [3u64, 17, 29] {
             let stage = format!("kill{seed}");
-            let mut child = spawn_slx(&proxy.url, &["deploy", "-f", spec, "--stage", &stage, "--yes"]);
-            // xorshift: a kill point between 10 % and 90 % of a whole deploy.
+            // xorshift: kill once between one step and half of them have finished,
+            // so steps are still in flight (a point in time would race the deploy).
             let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            std::thread::sleep(whole.mul_f64(0.1 + (x % 1000) as f64 / 1250.0));
-            // SIGKILL, as an OOM killer or a cancelled CI runner would.
+            let kill_after = 1 + (x % (steps as u64 / 2)) as usize;
+            let mut child = spawn_slx(&proxy.url, &["deploy", "-f", spec, "--stage", &stage, "--yes"]);
+            let mut progress = BufReader::new(child.stderr.take().unwrap()).lines();
+            let mut finished = 0;
+            for line in progress.by_ref() {
+                if line.unwrap().starts_with("created") {
+                    finished += 1;
+                    if finished == kill_after {
+                        break;
+                    }
+                }
+            }
+            // SIGKILL, as an OOM killer or a cancelled CI runner would; the pipe
+            // stays open until then, so slx is not stopped by a closed stderr.
             child.kill().unwrap();
             let killed = finish(child);
-            assert_eq!(killed.code, -1, "{example} seed {seed}: killed mid-deploy: {killed:?}");
+            drop(progress);
+            assert_eq!(
+                killed.code, -1,
+                "{example} seed {seed}: killed after {kill_after} of {steps} steps: {killed:?}"
+            );
 
             let _ = slx_via(&proxy, &[], &["unlock", "-f", spec, "--stage", &stage, "--force"]);
             let r = slx_via(&proxy, &[], &["deploy", "-f", spec, "--stage", &stage, "--yes"]);
