@@ -397,3 +397,50 @@ async fn concurrent_calls_do_not_race_inside_the_emulator() {
     let failed = create_all(mixed).await;
     assert!(failed.is_empty(), "{} of 1000 creates failed, first: {:?}", failed.len(), failed.first());
 }
+
+/// The launcher's shortcuts for moto's per-request work leave answers as
+/// moto gives them: REST paths seen before route to the function they name,
+/// with the qualifier from the query; request IDs stay 52 random letters and
+/// digits; a reset of moto's state still empties every account's backends.
+#[tokio::test]
+async fn per_request_shortcuts_leave_answers_unchanged() {
+    use aws_sdk_sqs::operation::RequestId;
+    let emu = Emulator::start();
+    let (lambda, role) = setup(&emu).await;
+    for name in ["f1", "f2"] {
+        create(&lambda, &role, name).await;
+        lambda.publish_version().function_name(name).send().await.unwrap();
+    }
+    lambda.update_function_configuration().function_name("f1").memory_size(512).send().await.unwrap();
+    for _ in 0..2 {
+        for (name, qualifier, memory) in [("f1", None, 512), ("f2", None, 128), ("f1", Some("1"), 128)] {
+            let got = lambda.get_function().function_name(name).set_qualifier(qualifier.map(String::from));
+            let config = got.send().await.unwrap().configuration.unwrap();
+            assert_eq!(config.function_name(), Some(name));
+            assert_eq!(config.version(), Some(qualifier.unwrap_or("$LATEST")));
+            assert_eq!(config.memory_size(), Some(memory), "{name} {qualifier:?}");
+        }
+        let missing = lambda.get_function().function_name("f3").send().await.unwrap_err();
+        assert_eq!(missing.into_service_error().code(), Some("ResourceNotFoundException"));
+    }
+
+    let sqs = aws_sdk_sqs::Client::new(&emu.sdk().await);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        ids.push(sqs.list_queues().send().await.unwrap().request_id().unwrap().to_string());
+    }
+    assert_ne!(ids[0], ids[1]);
+    for id in &ids {
+        assert!(id.len() == 52 && id.chars().all(|c| c.is_ascii_alphanumeric()), "{id:?}");
+    }
+
+    // Twice: the backends a reset empties must be found again by the next.
+    for _ in 0..2 {
+        sqs.create_queue().queue_name("until-reset").send().await.unwrap();
+        assert!(sqs.get_queue_url().queue_name("until-reset").send().await.is_ok());
+        emu.request("POST", "/moto-api/reset", "");
+        let listed = sqs.list_queues().send().await.unwrap();
+        assert!(listed.queue_urls().is_empty(), "{:?}", listed.queue_urls());
+        assert!(lambda.list_functions().send().await.unwrap().functions().is_empty());
+    }
+}

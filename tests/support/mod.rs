@@ -61,7 +61,8 @@ impl Emulator {
         Emulator { child, url }
     }
 
-    fn request(&self, method: &str, path: &str, body: &str) -> String {
+    /// One raw HTTP call; the body of the answer.
+    pub fn request(&self, method: &str, path: &str, body: &str) -> String {
         let addr = self.url.trim_start_matches("http://");
         let mut s = TcpStream::connect(addr).unwrap();
         write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\nContent-Type: application/json\r\n\r\n{body}", body.len()).unwrap();
