@@ -300,38 +300,79 @@ async fn updating_an_alias_changes_its_revision() {
     assert_eq!((via_alias.version(), via_alias.memory_size()), (Some("2"), Some(512)));
 }
 
+/// One answer read off a connection: status line, lower-cased headers and
+/// the body its Content-Length gives (none for a HEAD).
+fn read_answer(reader: &mut impl std::io::BufRead, head: bool) -> (String, Vec<(String, String)>, String) {
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        match line.trim_end().split_once(':') {
+            Some((k, v)) => headers.push((k.to_ascii_lowercase(), v.trim().to_string())),
+            None => break,
+        }
+    }
+    let length = headers.iter().find(|(k, _)| k == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
+    let mut body = vec![0; if head { 0 } else { length }];
+    reader.read_exact(&mut body).unwrap();
+    (status.trim_end().to_string(), headers, String::from_utf8(body).unwrap())
+}
+
 /// Connections stay open across calls, as AWS endpoints allow (moto's own
-/// server closes each one): several requests are answered on one socket.
+/// server closes each one), and the launcher's server reads requests as
+/// HTTP/1.1 clients send them: several on one socket, sent back to back,
+/// bodies by length or in chunks, `Expect: 100-continue`, HEAD without a
+/// body, and `Connection: close` honoured.
 #[test]
 fn the_emulator_keeps_connections_alive() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Read, Write};
     let emu = Emulator::start();
     let addr = emu.url.trim_start_matches("http://");
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
     let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let health = format!("GET /_slx/health HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    conn.write_all(health.repeat(3).as_bytes()).unwrap();
     for _ in 0..3 {
-        conn.write_all(format!("GET /_slx/health HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).unwrap();
-        let mut status = String::new();
-        reader.read_line(&mut status).unwrap();
-        assert!(status.starts_with("HTTP/1.1 200"), "{status:?}");
-        let mut length = 0;
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            let lower = line.to_ascii_lowercase();
-            assert_ne!(lower.trim(), "connection: close");
-            if let Some(n) = lower.strip_prefix("content-length:") {
-                length = n.trim().parse().unwrap();
-            }
-            if line.trim().is_empty() {
-                break;
-            }
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).unwrap();
-        assert_eq!(String::from_utf8(body).unwrap(), r#"{"status": "ok"}"#);
+        let (status, headers, body) = read_answer(&mut reader, false);
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(!headers.contains(&("connection".into(), "close".into())), "{headers:?}");
+        assert_eq!(body, r#"{"status": "ok"}"#);
     }
+
+    conn.write_all(format!("HEAD /_slx/health HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).unwrap();
+    let (status, headers, _) = read_answer(&mut reader, true);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(headers.contains(&("content-length".into(), "16".into())), "{headers:?}");
+
+    let setting = r#"{"lambda_update_seconds": 0.25}"#;
+    let (first, second) = setting.split_at(10);
+    let chunked = format!(
+        "POST /_slx/config HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n{:x};ext=1\r\n{second}\r\n0\r\n\r\n",
+        first.len(),
+        second.len()
+    );
+    conn.write_all(chunked.as_bytes()).unwrap();
+    assert_eq!(read_answer(&mut reader, false).2, setting, "the HEAD answer carried no body");
+
+    let reset = r#"{"lambda_update_seconds": 0}"#;
+    let expect = format!(
+        "POST /_slx/config HTTP/1.1\r\nHost: {addr}\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        reset.len()
+    );
+    conn.write_all(expect.as_bytes()).unwrap();
+    assert_eq!(read_answer(&mut reader, true).0, "HTTP/1.1 100 Continue");
+    conn.write_all(reset.as_bytes()).unwrap();
+    assert_eq!(read_answer(&mut reader, false).2, r#"{"lambda_update_seconds": 0}"#);
+
+    conn.write_all(format!("GET /_slx/health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let (_, headers, body) = read_answer(&mut reader, false);
+    assert!(headers.contains(&("connection".into(), "close".into())), "{headers:?}");
+    assert_eq!(body, r#"{"status": "ok"}"#);
+    assert_eq!(reader.read(&mut [0; 1]).unwrap(), 0, "the connection is closed after the answer");
 }
 
 /// Version numbers only go up: deleting old versions frees no number.
