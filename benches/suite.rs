@@ -5,8 +5,9 @@
 //! fault proxy at each added latency; for first deploy, no-op plan, no-op
 //! deploy and a one-function code change it reports wall time (the median of
 //! `--repeat` runs, 3 by default; the first deploy runs once), API calls
-//! (reads / writes, counted by the proxy) and a lower bound: the round trips
-//! no client can avoid, times the latency. Then packaging against `zip -X -r`
+//! (reads / writes, counted by the proxy), the CPU time slx and the emulator
+//! spent in that run, and a lower bound: the round trips no client can avoid,
+//! times the latency. Then packaging against `zip -X -r`
 //! and `slx validate` on a 2,000-function spec; with `--retry-modes`, a
 //! deploy under throttling in each of the SDK's retry modes.
 
@@ -117,6 +118,8 @@ fn generate(dir: &Path, n: usize) -> PathBuf {
 struct Row {
     scenario: &'static str,
     wall: Duration,
+    slx_cpu: Duration,
+    emulator_cpu: Duration,
     reads: usize,
     writes: usize,
     resources: usize,
@@ -150,6 +153,20 @@ fn slx_env(a: &Args, url: &str, env: &[(&str, &str)], args: &[&str]) -> (i32, St
         panic!("slx {args:?} exited {code}:\n{}", String::from_utf8_lossy(&out.stderr));
     }
     (code, String::from_utf8_lossy(&out.stdout).into_owned(), wall)
+}
+
+/// User plus system CPU time from `/proc/<pid>/stat`: the process's own
+/// (fields 14, 15) and that of its children it has waited for (16, 17).
+/// Linux counts these in USER_HZ ticks, 100 a second on every architecture slx runs on.
+fn cpu_times(pid: &str) -> (Duration, Duration) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let fields: Vec<u64> =
+        stat.rsplit_once(')').map_or("", |(_, f)| f).split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    let ticks = |i: usize, j: usize| {
+        Duration::from_millis(10 * (fields.get(i - 3).unwrap_or(&0) + fields.get(j - 3).unwrap_or(&0)))
+    };
+    (ticks(14, 15), ticks(16, 17))
 }
 
 /// Sequential rounds in an ideal plan: identity, every listing and the record
@@ -186,6 +203,7 @@ fn chain(plan: &Value) -> u32 {
 
 fn run_stack(a: &Args, n: usize, latency: u64) -> Vec<Row> {
     let emu = Emulator::start();
+    let emulator_pid = emu.0.id().to_string();
     let proxy = Proxy::start(&emu.1, Faults::default(), Duration::from_secs(3600));
     let dir = tempfile::tempdir().unwrap();
     let spec = generate(dir.path(), n);
@@ -210,7 +228,10 @@ fn run_stack(a: &Args, n: usize, latency: u64) -> Vec<Row> {
                 proxy.set(Faults::latency(latency));
             }
             proxy.reset();
+            let (emulator_before, slx_before) = (cpu_times(&emulator_pid).0, cpu_times("self").1);
             let (_, _, wall) = slx(a, &proxy.url, args);
+            let (emulator_cpu, slx_cpu) =
+                (cpu_times(&emulator_pid).0 - emulator_before, cpu_times("self").1 - slx_before);
             let seen = proxy.seen();
             if a.ops && run == 0 {
                 eprintln!("{n} functions, {latency} ms, {scenario}:");
@@ -222,6 +243,8 @@ fn run_stack(a: &Args, n: usize, latency: u64) -> Vec<Row> {
             timed.push(Row {
                 scenario,
                 wall,
+                slx_cpu,
+                emulator_cpu,
                 reads: seen.len() - writes,
                 writes,
                 resources,
@@ -370,16 +393,20 @@ fn main() {
         "### Generated stacks through the proxy ({} cores)\n",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    println!("| functions | resources | latency | scenario | wall | reads | writes | calls/resource | lower bound |");
-    println!("|---:|---:|---:|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| functions | resources | latency | scenario | wall | slx CPU | emulator CPU | reads | writes | calls/resource | lower bound |"
+    );
+    println!("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &a.sizes {
         for &latency in &a.latencies {
             for r in run_stack(&a, n, latency) {
                 println!(
-                    "| {n} | {} | {latency} ms | {} | {} | {} | {} | {:.2} | {} |",
+                    "| {n} | {} | {latency} ms | {} | {} | {} | {} | {} | {} | {:.2} | {} |",
                     r.resources,
                     r.scenario,
                     secs(r.wall),
+                    secs(r.slx_cpu),
+                    secs(r.emulator_cpu),
                     r.reads,
                     r.writes,
                     (r.reads + r.writes) as f64 / r.resources.max(1) as f64,
