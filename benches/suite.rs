@@ -210,47 +210,48 @@ fn run_stack(a: &Args, n: usize, latency: u64) -> Vec<Row> {
     let spec = spec.to_str().unwrap();
     let mut rows = Vec::new();
     let mut measure = |scenario: &'static str, args: &[&str], deploys: bool, runs: usize, prepare: &dyn Fn(usize)| {
-        let mut timed = Vec::new();
-        let (mut resources, mut rounds) = (0, 0);
-        for run in 0..runs {
-            prepare(run);
-            if run == 0 {
-                // The plan this scenario will carry out, for the lower bound (not counted;
-                // every run carries out the same plan).
-                proxy.set(Faults::default());
-                let (_, json, _) = slx(a, &proxy.url, &["plan", "-f", spec, "--format", "json"]);
-                let plan: Value = serde_json::from_str(&json).expect("plan JSON");
-                resources = plan["actions"].as_array().map_or(0, |v| v.len());
-                let steps = chain(&plan);
-                // Lock with history open (one transaction), …, history close with
-                // release (at once): only when something changes.
-                rounds = plan_rounds(n) + if deploys && steps > 0 { steps + 2 } else { 0 };
-                proxy.set(Faults::latency(latency));
-            }
-            proxy.reset();
-            let (emulator_before, slx_before) = (cpu_times(&emulator_pid).0, cpu_times("self").1);
-            let (_, _, wall) = slx(a, &proxy.url, args);
-            let (emulator_cpu, slx_cpu) =
-                (cpu_times(&emulator_pid).0 - emulator_before, cpu_times("self").1 - slx_before);
-            let seen = proxy.seen();
-            if a.ops && run == 0 {
-                eprintln!("{n} functions, {latency} ms, {scenario}:");
-                for (op, (r, w)) in proxy.counts() {
-                    eprintln!("  {op}: {r} reads, {w} writes");
+        prepare(0);
+        // The plan every run of this scenario carries out, for the lower bound (not counted).
+        proxy.set(Faults::default());
+        let (_, json, _) = slx(a, &proxy.url, &["plan", "-f", spec, "--format", "json"]);
+        let plan: Value = serde_json::from_str(&json).expect("plan JSON");
+        let resources = plan["actions"].as_array().map_or(0, |v| v.len());
+        let steps = chain(&plan);
+        // Lock with history open (one transaction), …, history close with
+        // release (at once): only when something changes.
+        let rounds = plan_rounds(n) + if deploys && steps > 0 { steps + 2 } else { 0 };
+        let lower_bound = Duration::from_millis(latency * rounds as u64);
+        proxy.set(Faults::latency(latency));
+        let mut timed: Vec<Row> = (0..runs)
+            .map(|run| {
+                if run > 0 {
+                    prepare(run);
                 }
-            }
-            let writes = seen.iter().filter(|c| c.write).count();
-            timed.push(Row {
-                scenario,
-                wall,
-                slx_cpu,
-                emulator_cpu,
-                reads: seen.len() - writes,
-                writes,
-                resources,
-                lower_bound: Duration::from_millis(latency * rounds as u64),
-            });
-        }
+                proxy.reset();
+                let (emulator_before, slx_before) = (cpu_times(&emulator_pid).0, cpu_times("self").1);
+                let (_, _, wall) = slx(a, &proxy.url, args);
+                let (emulator_cpu, slx_cpu) =
+                    (cpu_times(&emulator_pid).0 - emulator_before, cpu_times("self").1 - slx_before);
+                let seen = proxy.seen();
+                if a.ops && run == 0 {
+                    eprintln!("{n} functions, {latency} ms, {scenario}:");
+                    for (op, (r, w)) in proxy.counts() {
+                        eprintln!("  {op}: {r} reads, {w} writes");
+                    }
+                }
+                let writes = seen.iter().filter(|c| c.write).count();
+                Row {
+                    scenario,
+                    wall,
+                    slx_cpu,
+                    emulator_cpu,
+                    reads: seen.len() - writes,
+                    writes,
+                    resources,
+                    lower_bound,
+                }
+            })
+            .collect();
         // The median run: the machine is shared, one run can be unlucky.
         timed.sort_by_key(|r| r.wall);
         rows.push(timed.swap_remove(timed.len() / 2));
