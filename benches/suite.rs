@@ -9,7 +9,9 @@
 //! spent in that run, and a lower bound: the round trips no client can avoid,
 //! times the latency. Then packaging against `zip -X -r`
 //! and `slx validate` on a 2,000-function spec; with `--retry-modes`, a
-//! deploy under throttling in each of the SDK's retry modes.
+//! deploy under throttling in each of the SDK's retry modes. With
+//! `--compare-emulator REV`, only the emulator's CPU time per plan against
+//! the launcher at git revision REV.
 
 #[path = "../tests/support/proxy.rs"]
 #[allow(dead_code)]
@@ -34,6 +36,8 @@ struct Args {
     retry_modes: bool,
     /// Runs of each repeatable scenario; the table shows the median.
     repeat: usize,
+    /// Only compare this checkout's emulator with the one at this git revision.
+    compare_emulator: Option<String>,
 }
 
 fn args() -> Args {
@@ -45,6 +49,7 @@ fn args() -> Args {
         ops: false,
         retry_modes: false,
         repeat: 3,
+        compare_emulator: None,
     };
     let list = |s: String| s.split(',').map(|x| x.trim().parse().expect("a number")).collect::<Vec<u64>>();
     let mut it = std::env::args().skip(1);
@@ -56,6 +61,7 @@ fn args() -> Args {
             "--no-packaging" => a.packaging = false,
             "--ops" => a.ops = true,
             "--retry-modes" => a.retry_modes = true,
+            "--compare-emulator" => a.compare_emulator = Some(it.next().expect("--compare-emulator REV")),
             "--repeat" => a.repeat = it.next().and_then(|r| r.parse().ok()).filter(|&r| r > 0).expect("--repeat N"),
             _ => {} // cargo passes --bench
         }
@@ -71,11 +77,13 @@ struct Emulator(Child, String);
 
 impl Emulator {
     fn start() -> Emulator {
-        let mut child = Command::new(root().join("scripts/emulator"))
-            .args(["--port", "0"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("scripts/emulator starts");
+        Emulator::start_script(&root().join("scripts/emulator"))
+    }
+
+    /// A launcher elsewhere: it keeps its own virtualenv beside its `scripts/`.
+    fn start_script(script: &Path) -> Emulator {
+        let mut child =
+            Command::new(script).args(["--port", "0"]).stdout(Stdio::piped()).spawn().expect("scripts/emulator starts");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let url = line.trim().strip_prefix("ready ").expect("ready line").to_string();
@@ -375,6 +383,48 @@ fn retry_modes(a: &Args) {
     }
 }
 
+/// What a change to the emulator saves: this checkout's launcher and the one
+/// at git revision `rev` (kept, with its own virtualenv, under
+/// `target/emulator-compare/`) each serve the 100-function stack; no-op plans
+/// alternate between them, so the machine's drift falls on both alike.
+fn compare_emulators(a: &Args, rev: &str) {
+    const PLANS: usize = 10;
+    let old = root().join("target/emulator-compare").join(rev);
+    std::fs::create_dir_all(old.join("scripts")).unwrap();
+    for file in ["scripts/emulator", "scripts/emulator-requirements.txt"] {
+        let shown = Command::new("git").args(["show", &format!("{rev}:{file}")]).current_dir(root()).output().unwrap();
+        assert!(shown.status.success(), "git show {rev}:{file}: {}", String::from_utf8_lossy(&shown.stderr));
+        std::fs::write(old.join(file), shown.stdout).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(old.join("scripts/emulator"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sides = [
+        (rev.to_string(), Emulator::start_script(&old.join("scripts/emulator"))),
+        ("this checkout".into(), Emulator::start()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let spec = generate(dir.path(), 100);
+    let spec = spec.to_str().unwrap();
+    for (_, emu) in &sides {
+        slx(a, &emu.1, &["deploy", "-f", spec, "--yes"]);
+    }
+    let mut totals = [(Duration::ZERO, Duration::ZERO); 2];
+    for _ in 0..PLANS {
+        for ((_, emu), total) in sides.iter().zip(&mut totals) {
+            let pid = emu.0.id().to_string();
+            let before = cpu_times(&pid).0;
+            let (_, _, wall) = slx(a, &emu.1, &["plan", "-f", spec]);
+            *total = (total.0 + wall, total.1 + cpu_times(&pid).0 - before);
+        }
+    }
+    println!("### Emulators compared: {PLANS} no-op plans each of 100 functions, alternating, no proxy\n");
+    println!("| emulator | wall per plan | emulator CPU per plan | CPU against {rev} |\n|---|---:|---:|---:|");
+    for ((name, _), (wall, cpu)) in sides.iter().zip(totals) {
+        let ratio = cpu.as_secs_f64() / totals[0].1.as_secs_f64();
+        println!("| {name} | {} | {} | {:.3} |", secs(wall / PLANS as u32), secs(cpu / PLANS as u32), ratio);
+    }
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -390,6 +440,9 @@ fn copy_dir(from: &Path, to: &Path) {
 fn main() {
     let a = args();
     assert!(a.slx.exists(), "{} is not built; run scripts/bench", a.slx.display());
+    if let Some(rev) = &a.compare_emulator {
+        return compare_emulators(&a, rev);
+    }
     println!(
         "### Generated stacks through the proxy ({} cores)\n",
         std::thread::available_parallelism().map_or(0, |n| n.get())
