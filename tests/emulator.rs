@@ -401,8 +401,9 @@ async fn version_numbers_are_never_reused() {
 
 /// moto's backends are not safe to change from two threads at once: an SQS
 /// CreateQueue with a redrive policy walks every queue to find its DLQ while
-/// other creates add queues. The emulator runs calls one at a time, so
-/// concurrent creates all succeed (SDK retries off: a 500 would surface here).
+/// other creates add queues. The emulator runs writes one at a time and never
+/// beside reads, so concurrent creates all succeed (SDK retries off: a 500
+/// would surface here).
 #[tokio::test]
 async fn concurrent_calls_do_not_race_inside_the_emulator() {
     use aws_sdk_sqs::types::QueueAttributeName as Attr;
@@ -484,4 +485,25 @@ async fn per_request_shortcuts_leave_answers_unchanged() {
         assert!(listed.queue_urls().is_empty(), "{:?}", listed.queue_urls());
         assert!(lambda.list_functions().send().await.unwrap().functions().is_empty());
     }
+}
+
+/// A long poll waits inside moto for messages other calls send, so it runs
+/// outside the order that keeps writes apart: a message sent while it waits
+/// reaches it (were the poll a reader, the send would wait for the poll to
+/// end empty-handed).
+#[tokio::test]
+async fn a_long_poll_receives_what_is_sent_while_it_waits() {
+    let emu = Emulator::start();
+    let sqs = aws_sdk_sqs::Client::new(&emu.sdk().await);
+    let url = sqs.create_queue().queue_name("polled").send().await.unwrap().queue_url().unwrap().to_string();
+    let poll = tokio::spawn({
+        let (sqs, url) = (sqs.clone(), url.clone());
+        async move { sqs.receive_message().queue_url(url).wait_time_seconds(10).send().await.unwrap() }
+    });
+    // Let the poll start waiting first.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    sqs.send_message().queue_url(&url).message_body("while you wait").send().await.unwrap();
+    let received = poll.await.unwrap();
+    let bodies: Vec<_> = received.messages().iter().filter_map(|m| m.body()).collect();
+    assert_eq!(bodies, ["while you wait"]);
 }
