@@ -40,8 +40,21 @@ impl Call {
 
 impl Emulator {
     pub fn start() -> Emulator {
+        Emulator::launch(&[])
+    }
+
+    /// Without the launcher's serving shortcuts: moto's own code paths.
+    pub fn start_plain() -> Emulator {
+        Emulator::launch(&["--plain"])
+    }
+
+    fn launch(flags: &[&str]) -> Emulator {
         let mut child = Command::new(root().join("scripts/emulator"))
             .args(["--port", "0"])
+            .args(flags)
+            // moto passes some answers (string sets) through Python sets: one
+            // order in every emulator, so answers can be compared byte for byte.
+            .env("PYTHONHASHSEED", "0")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -63,12 +76,21 @@ impl Emulator {
 
     /// One raw HTTP call; the body of the answer.
     pub fn request(&self, method: &str, path: &str, body: &str) -> String {
+        self.raw(method, path, &[("Content-Type", "application/json")], body).1
+    }
+
+    /// One raw HTTP call with these headers besides Host and Content-Length;
+    /// the status line and the body.
+    pub fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (String, String) {
         let addr = self.url.trim_start_matches("http://");
         let mut s = TcpStream::connect(addr).unwrap();
-        write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\nContent-Type: application/json\r\n\r\n{body}", body.len()).unwrap();
+        let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+        write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n{extra}\r\n{body}", body.len())
+            .unwrap();
         let mut resp = String::new();
         s.read_to_string(&mut resp).unwrap();
-        resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+        (head.lines().next().unwrap_or_default().to_string(), body.to_string())
     }
 
     /// Every AWS call the emulator has answered since the last reset.
