@@ -221,7 +221,9 @@ fn run_stack(a: &Args, n: usize, latency: u64) -> Vec<Row> {
         prepare(0);
         // The plan every run of this scenario carries out, for the lower bound (not counted).
         proxy.set(Faults::default());
-        let (_, json, _) = slx(a, &proxy.url, &["plan", "-f", spec, "--format", "json"]);
+        let targets = args.windows(2).filter(|w| w[0] == "--target").flatten().copied();
+        let plan_args: Vec<&str> = ["plan", "-f", spec, "--format", "json"].into_iter().chain(targets).collect();
+        let (_, json, _) = slx(a, &proxy.url, &plan_args);
         let plan: Value = serde_json::from_str(&json).expect("plan JSON");
         let resources = plan["actions"].as_array().map_or(0, |v| v.len());
         let steps = chain(&plan);
@@ -274,6 +276,8 @@ fn run_stack(a: &Args, n: usize, latency: u64) -> Vec<Row> {
         writeln!(f, "# change {run}").unwrap();
     };
     measure("one-function change", &["deploy", "-f", spec, "--yes"], true, a.repeat, &change);
+    let targeted = ["deploy", "-f", spec, "--yes", "--target", "functions.f0"];
+    measure("one-function change, `--target functions.f0`", &targeted, true, a.repeat, &change);
     rows
 }
 

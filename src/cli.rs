@@ -67,6 +67,14 @@ struct SpecArgs {
     stage: String,
 }
 
+#[derive(Args, Debug, Clone)]
+struct TargetArgs {
+    /// Only this resource (`function.api`) or spec entry (`functions.api`), with the aliases that
+    /// publish it and what it needs; repeatable. The rest of the stack is not read, and nothing is deleted
+    #[arg(long = "target", value_name = "ADDRESS")]
+    targets: Vec<String>,
+}
+
 #[derive(Args, Debug, Clone, Copy)]
 struct LockArgs {
     /// How long to wait for another run's lock before failing (e.g. 30s, 10m)
@@ -104,6 +112,8 @@ enum Command {
         /// Plan to take over existing resources slx did not create
         #[arg(long)]
         adopt: bool,
+        #[command(flatten)]
+        target: TargetArgs,
     },
     /// Apply the spec to AWS
     Deploy {
@@ -130,6 +140,8 @@ enum Command {
         /// Apply exactly this saved plan (`slx plan --out`); refuses if AWS or the spec moved since
         #[arg(long, value_name = "FILE")]
         plan: Option<PathBuf>,
+        #[command(flatten)]
+        target: TargetArgs,
         #[command(flatten)]
         lock: LockArgs,
     },
@@ -440,8 +452,9 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan { spec: s, format, detailed_exitcode, fail_on_drift, drift_only, out, adopt } => {
-            let ctx = Session::prepare(&g, &s).await?;
+        Command::Plan { spec: s, format, detailed_exitcode, fail_on_drift, drift_only, out, adopt, target } => {
+            let mut ctx = Session::prepare(&g, &s).await?;
+            ctx.select(&target.targets)?;
             let (plan, lease) = ctx.plan(adopt).await?;
             if (drift_only || fail_on_drift) && !plan.record.found {
                 bail!(
@@ -472,7 +485,7 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Deploy { spec: s, yes, parallelism, adopt, force, skip_alarms, no_wait, plan, lock } => {
+        Command::Deploy { spec: s, yes, parallelism, adopt, force, skip_alarms, no_wait, plan, target, lock } => {
             let mut ctx = Session::prepare(&g, &s).await?;
             for r in ctx.graph.resources.iter_mut().filter(|r| r.kind == Kind::Alias) {
                 let rollout = &mut r.config["_rollout"];
@@ -503,6 +516,11 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
                 }
                 None => None,
             };
+            // A saved plan is applied over what it was made for (`moved` names any other targets).
+            match &saved {
+                Some(saved) if target.targets.is_empty() => ctx.select(&saved.targets)?,
+                _ => ctx.select(&target.targets)?,
+            }
             let run = Run { command: "deploy", yes, adopt, saved, lock_timeout: lock.lock_timeout };
             ctx.converge(run, apply::Options { parallelism, force }, style).await
         }
@@ -668,6 +686,14 @@ impl Session {
         Ok(Session { graph, provider, store, key, identity: Default::default(), verbose: g.verbose })
     }
 
+    /// Limits the session to what `targets` select (none: the whole stack).
+    fn select(&mut self, targets: &[String]) -> Result<()> {
+        if !targets.is_empty() {
+            self.graph = self.graph.select(targets).map_err(|d| Diagnostics(vec![d]))?;
+        }
+        Ok(())
+    }
+
     /// Who and where we deploy: the account, asked once.
     async fn identity(&self) -> Result<&Identity> {
         self.identity.get_or_try_init(|| self.provider.identity()).await
@@ -745,7 +771,11 @@ impl Session {
             }
             table_ready = true;
             let seen = lease.map_or(0, |l| l.generation);
-            let opening = record::start_deployment(run.command, render::summary_counts(&plan));
+            let mut summary = render::summary_counts(&plan);
+            if !plan.targets.is_empty() {
+                summary += &format!("; only {}", plan.targets.join(", "));
+            }
+            let opening = record::start_deployment(run.command, summary);
             match Lock::try_take(self.store.clone(), &self.key, seen, &opening).await? {
                 Ok(lock) => break (plan, lock, opening),
                 Err(Attempt::Held(held)) => record::wait_free(self.store.as_ref(), &self.key, held, deadline).await?,

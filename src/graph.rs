@@ -44,6 +44,10 @@ pub struct Graph {
     pub stage: String,
     /// In dependency order.
     pub resources: Vec<Resource>,
+    /// What a targeted run was limited to ([`Graph::select`]); empty for the
+    /// whole stack. A partial graph has no view of the rest of the stack, so
+    /// nothing outside it is read, deleted or forgotten.
+    pub targets: Vec<String>,
     index: HashMap<String, usize>,
 }
 
@@ -59,7 +63,68 @@ pub struct Facts {
 impl Graph {
     /// A graph that wants nothing: planning against it deletes everything owned.
     pub fn empty(stack: &str, stage: &str) -> Graph {
-        Graph { stack: stack.to_string(), stage: stage.to_string(), resources: Vec::new(), index: HashMap::new() }
+        Graph::of(stack, stage, Vec::new())
+    }
+
+    /// A graph of `resources`, which are in dependency order.
+    fn of(stack: &str, stage: &str, resources: Vec<Resource>) -> Graph {
+        let index = resources.iter().enumerate().map(|(i, r)| (r.address.clone(), i)).collect();
+        Graph { stack: stack.to_string(), stage: stage.to_string(), resources, targets: Vec::new(), index }
+    }
+
+    /// The part of the graph a targeted run works on. A target is a resource
+    /// address (`function.api`) or a spec entry (`functions.api`: everything
+    /// it declares). The selection also holds what re-applies after a
+    /// selected resource changes (a function's aliases publish its new code)
+    /// and everything those depend on, so references resolve and anything
+    /// missing is created.
+    pub fn select(&self, targets: &[String]) -> Result<Graph, Diagnostic> {
+        let mut wanted: BTreeSet<&str> = BTreeSet::new();
+        for t in targets {
+            let hits: Vec<&str> = self
+                .resources
+                .iter()
+                .filter(|r| r.address == *t || r.spec_path == *t)
+                .map(|r| r.address.as_str())
+                .collect();
+            if hits.is_empty() {
+                let names = self.resources.iter().flat_map(|r| [r.address.as_str(), r.spec_path.as_str()]);
+                let hint = match crate::diag::did_you_mean(t, names) {
+                    Some(near) => format!("did you mean `{near}`?"),
+                    None => "a target is an address as `slx plan` lists them (`function.api`) or a spec entry (`functions.api`)".to_string(),
+                };
+                return Err(Diagnostic::new(format!(
+                    "--target `{t}` names nothing in stack {} stage {}",
+                    self.stack, self.stage
+                ))
+                .hint(hint));
+            }
+            wanted.extend(hits);
+        }
+        loop {
+            let size = wanted.len();
+            let triggered = self
+                .resources
+                .iter()
+                .filter(|r| r.triggers.iter().any(|t| wanted.iter().any(|w| trigger_matches(t, w))));
+            let added: Vec<&str> = triggered.map(|r| r.address.as_str()).collect();
+            wanted.extend(added);
+            let mut open: Vec<&str> = wanted.iter().copied().collect();
+            while let Some(a) = open.pop() {
+                for d in self.get(a).map(|r| &r.deps).into_iter().flatten() {
+                    if self.get(d).is_some() && wanted.insert(d) {
+                        open.push(d);
+                    }
+                }
+            }
+            if wanted.len() == size {
+                break;
+            }
+        }
+        let resources = self.resources.iter().filter(|r| wanted.contains(r.address.as_str())).cloned().collect();
+        let mut graph = Graph::of(&self.stack, &self.stage, resources);
+        graph.targets = targets.to_vec();
+        Ok(graph)
     }
 
     /// What users look up after a deploy: WebSocket URLs, queue URLs, function
@@ -917,8 +982,12 @@ fn order(l: &Loaded, resources: Vec<Resource>) -> Result<Graph, Diagnostics> {
     }
     let mut by_addr = by_addr;
     let resources: Vec<Resource> = sorted.iter().map(|a| by_addr.remove(a).unwrap()).collect();
-    let index = resources.iter().enumerate().map(|(i, r)| (r.address.clone(), i)).collect();
-    Ok(Graph { stack: l.spec.stack.clone(), stage: l.stage.clone(), resources, index })
+    Ok(Graph::of(&l.spec.stack, &l.stage, resources))
+}
+
+/// A trigger ending in `.` matches every address under it; others match exactly.
+pub fn trigger_matches(trigger: &str, address: &str) -> bool {
+    if trigger.ends_with('.') { address.starts_with(trigger) } else { address == trigger }
 }
 
 fn find_cycle(by_addr: &BTreeMap<String, Resource>, done: &[String]) -> Vec<String> {

@@ -3,7 +3,8 @@
 //! One listing pass over every kind (by name prefix, kinds under one parent
 //! sharing its calls) finds candidates; then each desired resource and each
 //! candidate slx might own is read, with bounded concurrency. Candidates whose `slx:` tags name another stack or stage are
-//! dropped here: they are never planned for, so never touched.
+//! dropped here: they are never planned for, so never touched. A targeted
+//! graph reads no candidates: it cannot tell them from the rest of the stack.
 
 use crate::graph::{Facts, Graph};
 use crate::provider::{Identity, Listed, Provider};
@@ -119,7 +120,9 @@ pub async fn read(provider: Arc<dyn Provider>, graph: &Graph, recall: Recall) ->
             (Some(address), p.read(kind, &name, listed.as_ref()).await)
         });
     }
-    for (kind, listed) in &listings {
+    // A partial graph cannot tell a candidate from the rest of the stack.
+    let candidates = if graph.targets.is_empty() { listings.iter().collect() } else { Vec::new() };
+    for (kind, listed) in candidates {
         for (name, l) in listed {
             if graph.resources.iter().any(|r| r.kind == *kind && r.name == *name) {
                 continue;

@@ -5,7 +5,7 @@
 //! destroy. Renderers and the applier consume it; neither recomputes it.
 
 use crate::diag::Diagnostic;
-use crate::graph::{Graph, UNKNOWN};
+use crate::graph::{Graph, UNKNOWN, trigger_matches};
 use crate::live::LiveState;
 use crate::provider::{Identity, planned_calls};
 use crate::record::{Cause, Record, classify};
@@ -32,6 +32,11 @@ pub struct Plan {
     /// What the deployment record contributed.
     #[serde(default)]
     pub record: RecordNote,
+    /// The `--target`s this plan is limited to; empty for the whole stack. A
+    /// targeted plan reads and compares only the resources they select (with
+    /// what those need) and deletes nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
 }
 
 /// The deployment record's part in a plan.
@@ -225,6 +230,10 @@ impl Plan {
                 out.push(format!("the plan is for {what} {a}, not {b}"));
             }
         }
+        if self.targets != fresh.targets {
+            let scope = |t: &[String]| if t.is_empty() { "the whole stack".to_string() } else { t.join(", ") };
+            out.push(format!("the plan is for {}, not {}", scope(&self.targets), scope(&fresh.targets)));
+        }
         let key = |a: &Action| (a.address.clone(), a.action == Change::Delete);
         let saved: BTreeMap<_, &Action> = self.actions.iter().map(|a| (key(a), a)).collect();
         let now: BTreeMap<_, &Action> = fresh.actions.iter().map(|a| (key(a), a)).collect();
@@ -330,6 +339,16 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
     let mut actions = Vec::new();
     let mut errors = Vec::new();
     let mut note = RecordNote { table: record.table.clone(), found: record.found, ..Default::default() };
+    let partial = !graph.targets.is_empty();
+    if partial && !record.found {
+        return Err(vec![
+            Diagnostic::new(format!(
+                "nothing is recorded for stack {} stage {}, so a targeted plan cannot tell what it would leave behind",
+                graph.stack, graph.stage
+            ))
+            .hint("deploy the whole stack once without --target"),
+        ]);
+    }
     for r in &graph.resources {
         let (after, _unknown) = graph.resolve(&r.config, &facts);
         let depends_on: Vec<String> = r.deps.iter().cloned().collect();
@@ -343,6 +362,16 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
                 Some(old) => {
                     let fields = diff(r.kind, &old.config, &after);
                     (Change::Replace, Some(old.clone()), fields, false)
+                }
+                // Only a whole-stack plan reads the old one of a rename, to delete it.
+                None if partial && entry.is_some_and(|e| e.name != r.name) => {
+                    let old = entry.map(|e| e.name.as_str()).unwrap_or_default();
+                    errors.push(
+                        Diagnostic::new(format!("{} `{old}` is now named `{}` in the spec", r.kind, r.name))
+                            .address(r.address.clone())
+                            .hint("a targeted plan does not read the old one, so it cannot replace it; deploy without --target"),
+                    );
+                    continue;
                 }
                 None => (Change::Create, None, diff(r.kind, &Value::Null, &after), false),
             },
@@ -468,7 +497,7 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
     if !errors.is_empty() {
         return Err(errors);
     }
-    if record.found {
+    if record.found && graph.targets.is_empty() {
         let known: std::collections::BTreeSet<&str> = actions.iter().map(|a| a.address.as_str()).collect();
         note.forget = record.entries.keys().filter(|a| !known.contains(a.as_str())).cloned().collect();
     }
@@ -504,12 +533,8 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
         actions,
         summary,
         record: note,
+        targets: graph.targets.clone(),
     })
-}
-
-/// A trigger ending in `.` matches every address under it; others match exactly.
-fn trigger_matches(trigger: &str, address: &str) -> bool {
-    if trigger.ends_with('.') { address.starts_with(trigger) } else { address == trigger }
 }
 
 /// Re-applies resources whose `triggers` match a change in this plan.

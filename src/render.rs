@@ -115,14 +115,21 @@ fn field_lines(out: &mut String, f: &FieldDiff, indent: &str) {
     }
 }
 
-/// Says when a plan could not be three-way.
-fn two_way_note(plan: &Plan) -> Option<String> {
-    (!plan.record.found).then(|| {
+/// Says when a plan could not be three-way, and when it covers only its targets.
+fn notes(plan: &Plan) -> Vec<String> {
+    let two_way = (!plan.record.found).then(|| {
         format!(
             "Nothing recorded yet for this stack and stage (table {}): two-way plan, spec against live AWS; changes made outside slx show as updates.",
             plan.record.table
         )
-    })
+    });
+    let targeted = (!plan.targets.is_empty()).then(|| {
+        format!(
+            "Targeted at {}: only these resources and what they need were read and compared; nothing is deleted.",
+            plan.targets.join(", ")
+        )
+    });
+    two_way.into_iter().chain(targeted).collect()
 }
 
 pub fn human(plan: &Plan, style: Style) -> String {
@@ -132,7 +139,7 @@ pub fn human(plan: &Plan, style: Style) -> String {
         "Plan for stack {}, stage {} (account {}, {})",
         plan.stack, plan.stage, plan.account, plan.region
     );
-    if let Some(note) = two_way_note(plan) {
+    for note in notes(plan) {
         let _ = writeln!(out, "{note}");
     }
     let changes: Vec<&Action> = plan.actions.iter().filter(|a| a.action != Change::NoOp).collect();
@@ -175,7 +182,7 @@ pub fn json(plan: &Plan) -> String {
 pub fn markdown(plan: &Plan) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "### slx plan: `{}` / `{}`\n", plan.stack, plan.stage);
-    if let Some(note) = two_way_note(plan) {
+    for note in notes(plan) {
         let _ = writeln!(out, "{note}\n");
     }
     let _ = writeln!(out, "{}\n", summary_line(plan));

@@ -314,3 +314,99 @@ async fn existing_resource_slx_does_not_own_is_refused_then_adopted() {
     assert_eq!(tags.get("slx:address").map(String::as_str), Some("queue.orders"));
     assert_eq!(emu.slx(&["plan", "-f", file, "--detailed-exitcode"]).code, 0);
 }
+
+/// A JSON plan's actions that change something, as (address, action), sorted.
+fn changes(plan: &Value) -> Vec<(&str, &str)> {
+    let actions = plan["actions"].as_array().unwrap().iter().filter(|a| a["action"] != "no_op");
+    let mut changed: Vec<_> =
+        actions.map(|a| (a["address"].as_str().unwrap(), a["action"].as_str().unwrap())).collect();
+    changed.sort();
+    changed
+}
+
+/// `--target` plans and deploys only what it selects: the other function's
+/// code change and a queue removed from the spec wait for a whole-stack
+/// deploy, nothing of theirs is read, and a targeted plan that would leave
+/// a renamed queue's old self behind is refused.
+#[tokio::test]
+async fn a_targeted_deploy_changes_only_what_it_selects() {
+    use crate::support::edit;
+    let emu = Emulator::start();
+    let aws = Aws::new(&emu).await;
+    let dir = copy_example("queue-worker");
+    let spec = dir.path().join("slx.yaml");
+    let file = spec.to_str().unwrap();
+    edit(&spec, "  failed-invocations: {}\n", "  failed-invocations: {}\n  spare: {}\n  extra: {}\n");
+    let run = emu.slx(&["plan", "-f", file, "--target", "functions.worker"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("nothing is recorded") && run.stderr.contains("without --target"), "{run:?}");
+    assert_eq!(emu.slx(&["deploy", "-f", file, "--yes"]).code, 0);
+    let intake_before =
+        aws.function("orders-dev-intake").await.configuration().unwrap().code_sha256().unwrap().to_string();
+
+    for f in ["intake", "worker"] {
+        let code = dir.path().join(format!("src/{f}/app.py"));
+        std::fs::write(&code, std::fs::read_to_string(&code).unwrap() + "# changed\n").unwrap();
+    }
+    edit(&spec, "  spare: {}\n", "");
+    let run = emu.slx(&["plan", "-f", file, "--target", "functions.worker", "--format", "json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(plan["targets"], serde_json::json!(["functions.worker"]));
+    assert_eq!(changes(&plan), [("function.worker", "update")]);
+    let planned: Vec<&str> =
+        plan["actions"].as_array().unwrap().iter().map(|a| a["address"].as_str().unwrap()).collect();
+    assert!(!planned.iter().any(|a| a.contains("intake") || a.contains("spare")), "{planned:?}");
+
+    emu.reset_calls();
+    let run = emu.slx(&["deploy", "-f", file, "--yes", "--target", "functions.worker"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("Targeted at functions.worker"), "{run:?}");
+    let calls = emu.calls();
+    let about = |name: &str| calls.iter().filter(|c| c.path.contains(name)).count();
+    assert_eq!(about("orders-dev-intake"), 0, "the other function is not read: {calls:?}");
+    assert!(about("orders-dev-worker") > 0, "{calls:?}");
+    assert!(!calls.iter().any(|c| c.operation.starts_with("Delete")), "{calls:?}");
+
+    let pkg = |f: &str| slx::package::build(&dir.path().join(format!("src/{f}"))).unwrap().sha256;
+    let worker = aws.function("orders-dev-worker").await;
+    assert_eq!(worker.configuration().unwrap().code_sha256(), Some(pkg("worker").as_str()));
+    let intake = aws.function("orders-dev-intake").await;
+    assert_eq!(intake.configuration().unwrap().code_sha256(), Some(intake_before.as_str()));
+    assert_ne!(intake_before, pkg("intake"));
+    assert!(aws.queue_url("orders-dev-spare").await.is_some(), "a targeted deploy deletes nothing");
+    let history = emu.slx(&["history", "-f", file]);
+    assert!(history.stdout.contains("only functions.worker"), "{history:?}");
+
+    // What it left is the whole-stack plan's: the other function and the delete.
+    let run = emu.slx(&["plan", "-f", file, "--format", "json"]);
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(changes(&plan), [("function.intake", "update"), ("queue.spare", "delete")], "{run:?}");
+    assert!(plan.get("targets").is_none());
+
+    // A saved targeted plan applies over its own targets only.
+    let saved = dir.path().join("intake.json");
+    let out = saved.to_str().unwrap();
+    assert_eq!(emu.slx(&["plan", "-f", file, "--target", "functions.intake", "--out", out]).code, 0);
+    let run = emu.slx(&["deploy", "-f", file, "--plan", out, "--target", "functions.worker"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("the plan is for functions.intake, not functions.worker"), "{run:?}");
+    let run = emu.slx(&["deploy", "-f", file, "--plan", out]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let intake = aws.function("orders-dev-intake").await;
+    assert_eq!(intake.configuration().unwrap().code_sha256(), Some(pkg("intake").as_str()));
+    assert!(aws.queue_url("orders-dev-spare").await.is_some());
+
+    // A name that no resource or spec entry has, with the nearest one.
+    let run = emu.slx(&["plan", "-f", file, "--target", "functions.wroker"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("names nothing") && run.stderr.contains("did you mean `functions.worker`"), "{run:?}");
+
+    // Made FIFO, the queue gets a new name: only a whole-stack plan sees the old one.
+    edit(&spec, "  extra: {}\n", "  extra: { fifo: true }\n");
+    let run = emu.slx(&["plan", "-f", file, "--target", "queues.extra"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("is now named `orders-dev-extra.fifo`"), "{run:?}");
+    let run = emu.slx(&["plan", "-f", file, "--format", "json"]);
+    assert!(run.stdout.contains("\"replace\""), "{run:?}");
+}

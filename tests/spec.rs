@@ -753,3 +753,43 @@ fn websocket_roles_manage_only_their_connections_and_share_the_table() {
     assert_eq!(route["permission"]["source_arn"], "arn:aws:execute-api:eu-west-1:123456789012:abc123/*/$connect");
     assert_eq!(route["permission"]["principal"], "apigateway.amazonaws.com");
 }
+
+/// An example's graph, loaded from its folder.
+fn example_graph(name: &str) -> slx::graph::Graph {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name);
+    let yaml = std::fs::read_to_string(dir.join("slx.yaml")).unwrap();
+    let l = load_str(&yaml, "slx.yaml", &dir, "dev", &|_| None).map_err(|d| d.0).unwrap();
+    slx::graph::build(&l, &Default::default()).unwrap()
+}
+
+/// A target selects its resources, what re-applies after them and what they
+/// need, in the graph's order; a name that selects nothing is an error
+/// offering the nearest one.
+#[test]
+fn targets_select_what_they_name_need_and_republish() {
+    let addresses = |g: &slx::graph::Graph| g.resources.iter().map(|r| r.address.clone()).collect::<Vec<_>>();
+    let canary = example_graph("canary-release");
+    let function = canary.select(&["function.quote".into()]).unwrap();
+    // The role's policy names the queue the mapping consumes; the alias publishes the new code.
+    assert_eq!(
+        addresses(&function),
+        ["log_group.quote", "queue.quotes", "role.quote", "function.quote", "alias.quote.live"]
+    );
+    assert_eq!(function.targets, ["function.quote"]);
+    let entry = canary.select(&["functions.quote".into()]).unwrap();
+    assert_eq!(addresses(&entry), addresses(&canary), "the entry declares all but the queue, which it needs");
+
+    let chat = example_graph("websocket-chat");
+    let route = addresses(&chat.select(&["route.chat.sendMessage".into()]).unwrap());
+    // A changed route is deployed, and a deployment holds every route of its API.
+    for needed in ["deployment.chat", "route.chat.$connect", "function.connect"] {
+        assert!(route.contains(&needed.to_string()), "{needed} in {route:?}");
+    }
+    let send = addresses(&chat.select(&["function.send".into()]).unwrap());
+    assert_eq!(send, ["log_group.send", "table.chat-connections", "websocket.chat", "role.send", "function.send"]);
+    let in_order: Vec<String> = addresses(&chat).into_iter().filter(|a| send.contains(a)).collect();
+    assert_eq!(send, in_order);
+
+    let wrong = chat.select(&["route.chat.sendMesage".into()]).unwrap_err();
+    assert_eq!(wrong.hint.as_deref(), Some("did you mean `route.chat.sendMessage`?"));
+}
