@@ -70,7 +70,7 @@ struct SpecArgs {
 #[derive(Args, Debug, Clone)]
 struct TargetArgs {
     /// Only this resource (`function.api`) or spec entry (`functions.api`), with the aliases that
-    /// publish it and what it needs; repeatable. The rest of the stack is not read, and nothing is deleted
+    /// publish it and what it needs; repeatable. The rest of the stack is not read, and no resource is deleted
     #[arg(long = "target", value_name = "ADDRESS")]
     targets: Vec<String>,
 }

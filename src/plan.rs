@@ -34,7 +34,7 @@ pub struct Plan {
     pub record: RecordNote,
     /// The `--target`s this plan is limited to; empty for the whole stack. A
     /// targeted plan reads and compares only the resources they select (with
-    /// what those need) and deletes nothing.
+    /// what those need) and deletes no resource.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<String>,
 }
