@@ -125,7 +125,7 @@ fn notes(plan: &Plan) -> Vec<String> {
     });
     let targeted = (!plan.targets.is_empty()).then(|| {
         format!(
-            "Targeted at {}: only these resources and what they need were read and compared; no resource is deleted.",
+            "Targeted at {}: only these resources and what they need were read and compared. No resource is deleted; a deploy without --target deletes what the spec no longer has.",
             plan.targets.join(", ")
         )
     });

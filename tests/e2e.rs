@@ -410,3 +410,22 @@ async fn a_targeted_deploy_changes_only_what_it_selects() {
     let run = emu.slx(&["plan", "-f", file, "--format", "json"]);
     assert!(run.stdout.contains("\"replace\""), "{run:?}");
 }
+
+/// A reader that goes away (`slx deploy | head -1`) does not stop a deploy
+/// halfway: what cannot be written to the closed pipes is dropped, the
+/// deploy finishes and exits 0, and AWS holds the whole stack.
+#[tokio::test]
+async fn a_deploy_whose_output_pipes_close_still_finishes() {
+    let emu = Emulator::start();
+    let aws = Aws::new(&emu).await;
+    let dir = copy_example("queue-worker");
+    let file = dir.path().join("slx.yaml");
+    let mut child = crate::support::spawn_slx(&emu.url, &["deploy", "-f", file.to_str().unwrap(), "--yes"]);
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(aws.function("orders-dev-worker").await.configuration().is_some());
+    let run = emu.slx(&["plan", "-f", file.to_str().unwrap()]);
+    assert!(run.stdout.contains("No changes. 9 resources match the spec."), "{run:?}");
+}
