@@ -362,7 +362,7 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { spec: s, format } => {
-            let ctx = Session::prepare(&g, &s).await?;
+            let ctx = Session::prepare(&g, &s, Scope::Names).await?;
             let mut rows = Vec::new();
             for r in ctx.graph.resources.iter().filter(|r| r.kind == Kind::Alias) {
                 let live = live::read_alias(ctx.provider.as_ref(), &r.name).await?;
@@ -414,7 +414,7 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
         Command::Promote { spec: s, function } => move_aliases(&g, &s, function.as_deref(), true).await,
         Command::Rollback { spec: s, function } => move_aliases(&g, &s, function.as_deref(), false).await,
         Command::Outputs { spec: s, format } => {
-            let ctx = Session::prepare(&g, &s).await?;
+            let ctx = Session::prepare(&g, &s, Scope::Names).await?;
             let state = live::read(ctx.provider.clone(), &ctx.graph, live::recall_nothing()).await?;
             let outputs = ctx.graph.outputs(&state.facts(ctx.identity().await?));
             match format {
@@ -442,7 +442,7 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
         }
         Command::Validate { file, stage } => {
             let loaded = load(&file, &stage)?;
-            let graph = build_graph(&loaded, false)?;
+            let graph = build_graph(&loaded, |_| false)?;
             eprintln!(
                 "{}: valid ({} functions, {} queues, {} resources)",
                 file.display(),
@@ -453,8 +453,7 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { spec: s, format, detailed_exitcode, fail_on_drift, drift_only, out, adopt, target } => {
-            let mut ctx = Session::prepare(&g, &s).await?;
-            ctx.select(&target.targets)?;
+            let ctx = Session::prepare(&g, &s, Scope::Deploy(&target.targets)).await?;
             let (plan, lease) = ctx.plan(adopt).await?;
             if (drift_only || fail_on_drift) && !plan.record.found {
                 bail!(
@@ -486,17 +485,6 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
             })
         }
         Command::Deploy { spec: s, yes, parallelism, adopt, force, skip_alarms, no_wait, plan, target, lock } => {
-            let mut ctx = Session::prepare(&g, &s).await?;
-            for r in ctx.graph.resources.iter_mut().filter(|r| r.kind == Kind::Alias) {
-                let rollout = &mut r.config["_rollout"];
-                if skip_alarms && rollout["alarms"].as_array().is_some_and(|a| !a.is_empty()) {
-                    eprintln!("WARNING: --skip-alarms: {} releases without watching {}", r.address, rollout["alarms"]);
-                    rollout["alarms"] = json!([]);
-                }
-                if no_wait {
-                    rollout["wait"] = json!(false);
-                }
-            }
             let saved = match plan {
                 Some(path) => {
                     let text =
@@ -517,21 +505,32 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
                 None => None,
             };
             // A saved plan is applied over what it was made for (`moved` names any other targets).
-            match &saved {
-                Some(saved) if target.targets.is_empty() => ctx.select(&saved.targets)?,
-                _ => ctx.select(&target.targets)?,
+            let targets = match &saved {
+                Some(saved) if target.targets.is_empty() => &saved.targets,
+                _ => &target.targets,
+            };
+            let mut ctx = Session::prepare(&g, &s, Scope::Deploy(targets)).await?;
+            for r in ctx.graph.resources.iter_mut().filter(|r| r.kind == Kind::Alias) {
+                let rollout = &mut r.config["_rollout"];
+                if skip_alarms && rollout["alarms"].as_array().is_some_and(|a| !a.is_empty()) {
+                    eprintln!("WARNING: --skip-alarms: {} releases without watching {}", r.address, rollout["alarms"]);
+                    rollout["alarms"] = json!([]);
+                }
+                if no_wait {
+                    rollout["wait"] = json!(false);
+                }
             }
             let run = Run { command: "deploy", yes, adopt, saved, lock_timeout: lock.lock_timeout };
             ctx.converge(run, apply::Options { parallelism, force }, style).await
         }
         Command::Destroy { spec: s, yes, force, parallelism, lock } => {
-            let mut ctx = Session::prepare(&g, &s).await?;
+            let mut ctx = Session::prepare(&g, &s, Scope::Names).await?;
             ctx.graph = Graph::empty(&ctx.graph.stack, &ctx.graph.stage);
             let run = Run { command: "destroy", yes, adopt: false, saved: None, lock_timeout: lock.lock_timeout };
             ctx.converge(run, apply::Options { parallelism, force }, style).await
         }
         Command::History { spec: s, limit, format } => {
-            let ctx = Session::prepare(&g, &s).await?;
+            let ctx = Session::prepare(&g, &s, Scope::Names).await?;
             let deployments = ctx.store.deployments(&ctx.key, limit).await?;
             match format {
                 Format::Json => println!(
@@ -546,7 +545,7 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Unlock { spec: s, force } => {
-            let ctx = Session::prepare(&g, &s).await?;
+            let ctx = Session::prepare(&g, &s, Scope::Names).await?;
             let held = ctx.store.lease(&ctx.key).await?.and_then(Lease::current);
             let Some(held) = held else {
                 eprintln!("stack {} stage {} is not locked", ctx.key.stack, ctx.key.stage);
@@ -570,7 +569,7 @@ async fn run(cli: Cli, style: Style) -> Result<ExitCode> {
 /// Finishes rollouts in flight: `promote` moves all traffic to the canary
 /// version, `rollback` back to the version the alias served before.
 async fn move_aliases(g: &Global, s: &SpecArgs, function: Option<&str>, promote: bool) -> Result<ExitCode> {
-    let ctx = Session::prepare(g, s).await?;
+    let ctx = Session::prepare(g, s, Scope::Names).await?;
     let aliases: Vec<&crate::graph::Resource> = ctx
         .graph
         .resources
@@ -612,20 +611,24 @@ fn load(file: &std::path::Path, stage: &str) -> Result<Loaded> {
     spec::load(file, stage).map_err(anyhow::Error::from)
 }
 
-/// Packages every function's code (each directory once) and builds the graph.
-fn build_graph(loaded: &Loaded, package_code: bool) -> Result<Graph> {
+/// Packages the code of the functions `wanted` names (each directory once)
+/// and builds the graph.
+fn build_graph(loaded: &Loaded, wanted: impl Fn(&str) -> bool) -> Result<Graph> {
     let mut packages: HashMap<PathBuf, Arc<Package>> = HashMap::new();
-    if package_code {
-        for name in loaded.spec.functions.keys() {
-            let f = loaded.function(name);
-            let path = loaded.dir.join(f.code.as_deref().unwrap_or_default());
-            if let std::collections::hash_map::Entry::Vacant(slot) = packages.entry(path) {
-                let pkg = package::build(slot.key()).with_context(|| format!("packaging function.{name}"))?;
-                slot.insert(Arc::new(pkg));
-            }
+    for name in loaded.spec.functions.keys().filter(|name| wanted(name)) {
+        let f = loaded.function(name);
+        let path = loaded.dir.join(f.code.as_deref().unwrap_or_default());
+        if let std::collections::hash_map::Entry::Vacant(slot) = packages.entry(path) {
+            let pkg = package::build(slot.key()).with_context(|| format!("packaging function.{name}"))?;
+            slot.insert(Arc::new(pkg));
         }
     }
     graph_from(loaded, &packages)
+}
+
+/// What `targets` select of `graph`.
+fn select(graph: &Graph, targets: &[String]) -> Result<Graph> {
+    graph.select(targets).map_err(|d| Diagnostics(vec![d]).into())
 }
 
 fn graph_from(loaded: &Loaded, packages: &HashMap<PathBuf, Arc<Package>>) -> Result<Graph> {
@@ -669,10 +672,30 @@ struct Run {
     lock_timeout: std::time::Duration,
 }
 
+/// How much of the spec a command builds.
+enum Scope<'a> {
+    /// Names and configuration: no code is packaged (status, outputs,
+    /// history, destroy, …: they look up names and read AWS).
+    Names,
+    /// What plan and deploy compare, code included: the whole stack, or
+    /// what these targets select (only their functions are packaged).
+    Deploy(&'a [String]),
+}
+
 impl Session {
-    async fn prepare(g: &Global, s: &SpecArgs) -> Result<Session> {
+    async fn prepare(g: &Global, s: &SpecArgs, scope: Scope<'_>) -> Result<Session> {
         let loaded = load(&s.file, &s.stage)?;
-        let graph = build_graph(&loaded, true)?;
+        let graph = match scope {
+            Scope::Names => build_graph(&loaded, |_| false)?,
+            Scope::Deploy([]) => build_graph(&loaded, |_| true)?,
+            Scope::Deploy(targets) => {
+                // What a target selects does not depend on code, so select first.
+                let selected = select(&build_graph(&loaded, |_| false)?, targets)?;
+                let functions: std::collections::BTreeSet<&str> =
+                    selected.resources.iter().filter_map(|r| r.address.strip_prefix("function.")).collect();
+                select(&build_graph(&loaded, |name| functions.contains(name))?, targets)?
+            }
+        };
         let region = g
             .region
             .clone()
@@ -684,14 +707,6 @@ impl Session {
         let provider: Arc<dyn Provider> = Arc::new(aws);
         let key = Key { stack: graph.stack.clone(), stage: graph.stage.clone() };
         Ok(Session { graph, provider, store, key, identity: Default::default(), verbose: g.verbose })
-    }
-
-    /// Limits the session to what `targets` select (none: the whole stack).
-    fn select(&mut self, targets: &[String]) -> Result<()> {
-        if !targets.is_empty() {
-            self.graph = self.graph.select(targets).map_err(|d| Diagnostics(vec![d]))?;
-        }
-        Ok(())
     }
 
     /// Who and where we deploy: the account, asked once.

@@ -409,6 +409,14 @@ async fn a_targeted_deploy_changes_only_what_it_selects() {
     assert!(run.stderr.contains("is now named `orders-dev-extra.fifo`"), "{run:?}");
     let run = emu.slx(&["plan", "-f", file, "--format", "json"]);
     assert!(run.stdout.contains("\"replace\""), "{run:?}");
+
+    // Only what a target selects is packaged: the other function's code may be broken.
+    std::os::unix::fs::symlink("nowhere", dir.path().join("src/intake/dangling.py")).unwrap();
+    let run = emu.slx(&["plan", "-f", file, "--target", "functions.worker"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = emu.slx(&["plan", "-f", file]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("packaging function.intake"), "{run:?}");
 }
 
 /// A reader that goes away (`slx deploy | head -1`) does not stop a deploy
