@@ -133,7 +133,8 @@ async fn websocket_chat_lifecycle() {
     let second = stage_deployment(&api, &id).await;
     assert_ne!(second, first_deployment, "the stage points at a new deployment");
 
-    // A route deleted by hand is reported, restored, and redeployed.
+    // A route deleted by hand is reported, restored, and redeployed; a
+    // deploy targeted at the route does all of it.
     let routes = api.get_routes().api_id(&id).send().await.unwrap();
     let send_route = routes.items().iter().find(|r| r.route_key() == Some("sendMessage")).unwrap();
     api.delete_route().api_id(&id).route_id(send_route.route_id().unwrap()).send().await.unwrap();
@@ -141,7 +142,12 @@ async fn websocket_chat_lifecycle() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stdout.contains("  + route.chat.sendMessage "), "{run:?}");
     assert!(run.stdout.contains("      redeploy: (none) → \"after changes to route.chat.sendMessage\"\n"), "{run:?}");
-    assert_eq!(emu.slx(&["deploy", "-f", file, "--yes"]).code, 0);
+    let run = emu.slx(&["deploy", "-f", file, "--yes", "--target", "route.chat.sendMessage"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("  + route.chat.sendMessage ") && run.stdout.contains("  ~ deployment.chat "),
+        "{run:?}"
+    );
     assert_ne!(stage_deployment(&api, &id).await, second);
     emu.reset_calls();
     assert_eq!(emu.slx(&["plan", "-f", file, "--detailed-exitcode"]).code, 0);
