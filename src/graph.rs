@@ -101,24 +101,20 @@ impl Graph {
             }
             wanted.extend(hits);
         }
-        loop {
-            let size = wanted.len();
+        // Each selected resource brings in what it needs and what re-applies after it.
+        let mut open: Vec<&str> = wanted.iter().copied().collect();
+        while let Some(a) = open.pop() {
+            let needs =
+                self.get(a).into_iter().flat_map(|r| &r.deps).map(String::as_str).filter(|d| self.get(d).is_some());
             let triggered = self
                 .resources
                 .iter()
-                .filter(|r| r.triggers.iter().any(|t| wanted.iter().any(|w| trigger_matches(t, w))));
-            let added: Vec<&str> = triggered.map(|r| r.address.as_str()).collect();
-            wanted.extend(added);
-            let mut open: Vec<&str> = wanted.iter().copied().collect();
-            while let Some(a) = open.pop() {
-                for d in self.get(a).map(|r| &r.deps).into_iter().flatten() {
-                    if self.get(d).is_some() && wanted.insert(d) {
-                        open.push(d);
-                    }
+                .filter(|r| r.triggers.iter().any(|t| trigger_matches(t, a)))
+                .map(|r| r.address.as_str());
+            for next in needs.chain(triggered) {
+                if wanted.insert(next) {
+                    open.push(next);
                 }
-            }
-            if wanted.len() == size {
-                break;
             }
         }
         let resources = self.resources.iter().filter(|r| wanted.contains(r.address.as_str())).cloned().collect();

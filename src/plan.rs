@@ -365,7 +365,7 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
                 }
                 // Only a whole-stack plan reads the old one of a rename, to delete it.
                 None if partial && entry.is_some_and(|e| e.name != r.name) => {
-                    let old = entry.map(|e| e.name.as_str()).unwrap_or_default();
+                    let old = entry.map_or("", |e| e.name.as_str());
                     errors.push(
                         Diagnostic::new(format!("{} `{old}` is now named `{}` in the spec", r.kind, r.name))
                             .address(r.address.clone())
@@ -497,7 +497,7 @@ pub fn plan(graph: &Graph, live: &LiveState, id: &Identity, opts: Options) -> Re
     if !errors.is_empty() {
         return Err(errors);
     }
-    if record.found && graph.targets.is_empty() {
+    if record.found && !partial {
         let known: std::collections::BTreeSet<&str> = actions.iter().map(|a| a.address.as_str()).collect();
         note.forget = record.entries.keys().filter(|a| !known.contains(a.as_str())).cloned().collect();
     }
