@@ -786,11 +786,7 @@ impl Session {
             }
             table_ready = true;
             let seen = lease.map_or(0, |l| l.generation);
-            let mut summary = render::summary_counts(&plan);
-            if !plan.targets.is_empty() {
-                summary += &format!("; only {}", plan.targets.join(", "));
-            }
-            let opening = record::start_deployment(run.command, summary);
+            let opening = record::start_deployment(run.command, render::history_summary(&plan));
             match Lock::try_take(self.store.clone(), &self.key, seen, &opening).await? {
                 Ok(lock) => break (plan, lock, opening),
                 Err(Attempt::Held(held)) => record::wait_free(self.store.as_ref(), &self.key, held, deadline).await?,

@@ -59,10 +59,16 @@ pub fn value(v: &Value) -> String {
     }
 }
 
-/// Counts by change, as the history keeps them.
-pub fn summary_counts(plan: &Plan) -> String {
+/// Counts by change.
+fn summary_counts(plan: &Plan) -> String {
     let s = &plan.summary;
     format!("{} to create, {} to update, {} to replace, {} to delete", s.create, s.update, s.replace, s.delete)
+}
+
+/// What a deployment's history item says it did: the counts, and the targets it was limited to.
+pub fn history_summary(plan: &Plan) -> String {
+    let counts = summary_counts(plan);
+    if plan.targets.is_empty() { counts } else { format!("{counts}; only {}", plan.targets.join(", ")) }
 }
 
 /// The one-line summary: counts by change and, in a three-way plan with changes, by cause.
